@@ -1,0 +1,3 @@
+"""Test-suite wiring: each area's fixtures live in a plugin module of its own."""
+
+pytest_plugins: list[str] = []
