@@ -1,0 +1,333 @@
+"""Daemon settings: the TOML settings file, environment overrides, validated into one model.
+
+The settings file holds what is not a managed object (DESIGN §6): hostname, store, API listener
+and tokens, submission listener, resolver, local domains, SMTP port and extra trust anchors.
+Managed objects (strategies, routes, schedules...) live in the store and change through the API.
+
+Sources, later ones win:
+    1. embedded defaults (this module);
+    2. the settings file: ``--config FILE``, else ``./delivery.toml`` when present;
+    3. environment variables ``DELIVERY_<SECTION>_<KEY>`` (``DELIVERY_HOSTNAME`` for the top
+       level), e.g. ``DELIVERY_DNS_NAMESERVERS=127.0.0.1:5353,127.0.0.1:5354``. List values are
+       comma-separated or a JSON array. ``DELIVERY_*`` names that are not settings (such as the
+       CLI's ``DELIVERY_URL`` and ``DELIVERY_TOKEN``) are left alone.
+
+Outcomes:
+    load() returns a frozen Settings; any fault raises ConfigError naming the setting (or the
+    file and line for a TOML syntax error, or the environment variable) and what is expected.
+    Unknown keys are errors, never ignored: a typo must not silently keep a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from delivery import durations
+from delivery.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "ENV_PREFIX",
+    "ApiToken",
+    "Settings",
+    "host_port",
+    "load",
+    "resolv_conf_nameservers",
+    "sqlite_path",
+]
+
+DEFAULT_CONFIG_FILE = "delivery.toml"
+ENV_PREFIX = "DELIVERY_"
+DEFAULT_DATA_DIR = "delivery-data"
+RESOLV_CONF = "/etc/resolv.conf"
+SQLITE_SCHEME = "sqlite://"
+
+
+def sqlite_path(url: str, /) -> Path:
+    """The database file of a ``sqlite://`` store URL: everything after ``sqlite://``.
+
+    >>> sqlite_path("sqlite:///var/lib/delivery/delivery.db")
+    PosixPath('/var/lib/delivery/delivery.db')
+    """
+    if not url.startswith(SQLITE_SCHEME):
+        raise ValueError(f"{url!r} is not a sqlite:// store URL")
+    return Path(url.removeprefix(SQLITE_SCHEME))
+
+
+def host_port(text: str, /, *, default_port: int | None = None) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts.
+
+    >>> host_port("127.0.0.1:8080"), host_port("[::1]:25"), host_port("127.0.0.1", default_port=53)
+    (('127.0.0.1', 8080), ('::1', 25), ('127.0.0.1', 53))
+    """
+    host, sep, port = text.rpartition(":")
+    if text.startswith("[") and "]" in text:
+        inside, _, rest = text[1:].partition("]")
+        host, port = inside, rest[1:] if rest.startswith(":") else ""
+        sep = ":" if port else ""
+    elif text.count(":") > 1 or not sep:  # a bare IPv6 address or a bare host
+        host, port = text, ""
+    if not port:
+        if default_port is None:
+            raise ValueError(f"{text!r} has no port: write host:port, e.g. 127.0.0.1:8080")
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} has an invalid port {port!r}")
+    if not host:
+        raise ValueError(f"{text!r} has no host")
+    return host, int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _listen(value: str) -> str:
+    host_port(value)
+    return value
+
+
+class StoreSettings(_Section):
+    url: str = f"sqlite://{DEFAULT_DATA_DIR}/delivery.db"
+    """``sqlite://<file path>`` (``sqlite:///var/lib/d.db`` is absolute) or ``postgresql://...``."""
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value.startswith(SQLITE_SCHEME):
+            if not value.removeprefix(SQLITE_SCHEME):
+                raise ValueError("names no database file: write sqlite:///path/to/delivery.db")
+        elif not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:// (a file path follows) or postgresql://")
+        return value
+
+
+class ApiToken(_Section):
+    name: str
+    secret: str | None = None
+    secret_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    permissions: list[str] = ["*"]
+
+    @pydantic.model_validator(mode="after")
+    def _one_secret(self) -> ApiToken:
+        if (self.secret is None) == (self.secret_sha256 is None):
+            raise ValueError(f"token {self.name!r} needs exactly one of secret or secret_sha256")
+        return self
+
+
+class ApiSettings(_Section):
+    listen: str = "127.0.0.1:8080"
+    tokens: list[ApiToken] = []
+
+    _check_listen = field_validator("listen")(_listen)
+
+
+class SubmissionSettings(_Section):
+    listen: str = "127.0.0.1:2525"
+    networks: list[str] = ["127.0.0.0/8", "::1/128"]
+
+    _check_listen = field_validator("listen")(_listen)
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+
+class DnsSettings(_Section):
+    nameservers: list[str] = []
+    """Resolvers as host:port; empty means the nameservers of /etc/resolv.conf."""
+    timeout_ms: int = Field(default=5000, alias="timeout", gt=0)
+    dnssec: Literal["trust-ad", "off"] = "trust-ad"
+
+    @field_validator("nameservers")
+    @classmethod
+    def _nameservers(cls, value: list[str]) -> list[str]:
+        for server in value:
+            host, _ = host_port(server, default_port=53)
+            ipaddress.ip_address(host)
+        return value
+
+    @field_validator("timeout_ms", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return durations.parse_duration(value) if isinstance(value, str) else value
+
+    def servers(self) -> list[tuple[str, int]]:
+        """The resolvers to use, as (ip, port) pairs."""
+        configured = self.nameservers or resolv_conf_nameservers()
+        return [host_port(server, default_port=53) for server in configured]
+
+
+class LocalSettings(_Section):
+    domains: list[str] = []
+
+    @field_validator("domains")
+    @classmethod
+    def _lowercase(cls, value: list[str]) -> list[str]:
+        return [domain.strip().rstrip(".").lower() for domain in value]
+
+
+class SmtpSettings(_Section):
+    port: int = Field(default=25, gt=0, lt=65536)
+
+
+class TlsSettings(_Section):
+    ca_file: str | None = None
+
+
+class Settings(_Section):
+    """Every daemon setting (DESIGN §6), validated and frozen."""
+
+    hostname: str = Field(default_factory=socket.gethostname, min_length=1)
+    store: StoreSettings = StoreSettings()
+    api: ApiSettings = ApiSettings()
+    submission: SubmissionSettings = SubmissionSettings()
+    dns: DnsSettings = DnsSettings()
+    local: LocalSettings = LocalSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    tls: TlsSettings = TlsSettings()
+    source: str = Field(default="embedded defaults", exclude=True)
+    """Where the settings came from, for logs: the file path or "embedded defaults"."""
+
+    @property
+    def data_dir(self) -> Path:
+        """The folder for local data (SQLite database, local maildirs)."""
+        url = self.store.url
+        if url.startswith(SQLITE_SCHEME):
+            return sqlite_path(url).parent
+        return Path(DEFAULT_DATA_DIR).absolute()
+
+
+def resolv_conf_nameservers(path: str = RESOLV_CONF) -> list[str]:
+    """The ``nameserver`` lines of resolv.conf, used only when ``[dns] nameservers`` is empty."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return []
+    servers = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            servers.append(f"[{fields[1]}]:53" if ":" in fields[1] else f"{fields[1]}:53")
+    return servers
+
+
+def load(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the embedded defaults, the settings file and the environment.
+
+    :param path: the settings file; None means ``./delivery.toml`` if it exists.
+    :param environ: the environment to read overrides from (``os.environ`` by default).
+    :raises ConfigError: naming the setting, file line or variable at fault.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "embedded defaults"
+    file = Path(path) if path is not None else Path(DEFAULT_CONFIG_FILE)
+    if path is not None or file.exists():
+        data, source = _read_toml(file), str(file)
+    from_env = _apply_environment(data, environ)
+    try:
+        settings = Settings.model_validate({**data, "source": source})
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+        reason = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            reason = "unknown setting (check its spelling and section against the README)"
+        origin = from_env.get(field) or source
+        raise ConfigError(field or "settings", f"{reason} (from {origin})") from exc
+    return _absolute_store(settings)
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(str(file), f"cannot read the settings file: {exc.strerror}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), f"not valid TOML: {exc}") from exc
+
+
+def _section_fields() -> dict[str, type[BaseModel]]:
+    sections = {}
+    for name, info in Settings.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            sections[name] = annotation
+    return sections
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Merge ``DELIVERY_*`` overrides into ``data``; returns setting path -> variable name."""
+    sections = _section_fields()
+    applied: dict[str, str] = {}
+    for variable, value in environ.items():
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        name = variable.removeprefix(ENV_PREFIX).lower()
+        if name == "hostname":
+            data["hostname"] = value
+            applied["hostname"] = variable
+            continue
+        section, _, key = name.partition("_")
+        model = sections.get(section)
+        if model is None or not key:
+            continue  # not a setting (e.g. DELIVERY_URL for the CLI)
+        field = next(
+            (
+                f
+                for f, info in model.model_fields.items()
+                if key in (f, info.alias) and f != "tokens"
+            ),
+            None,
+        )
+        if field is None:
+            raise ConfigError(variable, f"[{section}] has no setting {key!r}")
+        info = model.model_fields[field]
+        target = data.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(section, "must be a table")
+        key = info.alias or field
+        target[key] = _env_value(value, info.annotation, variable)
+        applied[f"{section}.{key}"] = variable
+    return applied
+
+
+def _env_value(value: str, annotation: Any, variable: str) -> Any:
+    if typing.get_origin(annotation) is not list:
+        return value
+    if value.lstrip().startswith("["):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(variable, f"not a valid JSON array: {exc}") from exc
+        return parsed
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _absolute_store(settings: Settings) -> Settings:
+    """Make a relative SQLite path absolute, so that a later chdir cannot move the queue."""
+    url = settings.store.url
+    if not url.startswith(SQLITE_SCHEME):
+        return settings
+    db_path = sqlite_path(url)
+    if db_path.is_absolute():
+        return settings
+    store = settings.store.model_copy(update={"url": f"{SQLITE_SCHEME}{db_path.absolute()}"})
+    return settings.model_copy(update={"store": store})
