@@ -8,9 +8,9 @@ import pytest
 
 from delivery.policy.tls import (
     Event,
-    StartTls,
     PolicyInputs,
     Reaction,
+    StartTls,
     TlsMode,
     Verification,
     plan_host,
