@@ -1,0 +1,97 @@
+"""Run the management API on a TCP listener, as an async context manager.
+
+    async with ApiServer(registry, tokens, listen="127.0.0.1:8080",
+                         health_checks=checks, metrics_registry=registry_of_metrics) as api:
+        print(api.url)            # the bound address: port 0 asks the OS for a free port
+
+On exit, the listener closes, in-flight requests get SHUTDOWN_TIMEOUT_S to finish, and the
+application is cleaned up. The registry stays open: its owner closes it after the API.
+
+`store_health(registry)` is the ``store`` health check: a trivial registry read.
+
+Outcomes:
+    __aenter__ raises OSError when the address cannot be bound (in use, not local).
+
+Limits: SHUTDOWN_TIMEOUT_S bounds how long a stop waits for in-flight requests.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from aiohttp import web
+
+from delivery import config
+from delivery.api import auth, health, metrics
+from delivery.api.app import make_app
+from delivery.api.methods import RegistryLike
+
+__all__ = ["HEALTH_META_KEY", "SHUTDOWN_TIMEOUT_S", "ApiServer", "store_health"]
+
+SHUTDOWN_TIMEOUT_S = 5.0
+"""How long a stop waits for in-flight API requests: they are short registry calls."""
+
+HEALTH_META_KEY = "api.health"
+"""The meta key the store health check reads (it need not exist)."""
+
+
+def store_health(registry: RegistryLike, /) -> health.HealthCheck:
+    """The ``store`` health check: ok when a trivial registry read succeeds."""
+
+    async def check() -> health.Health:
+        await registry.get_meta(HEALTH_META_KEY)
+        return health.Health("ok")
+
+    return check
+
+
+class ApiServer:
+    """The API application bound to ``listen`` (``host:port``, ``[v6]:port``; port 0 = any)."""
+
+    def __init__(
+        self,
+        registry: RegistryLike,
+        tokens: auth.TokenTable,
+        *,
+        listen: str,
+        health_checks: health.HealthChecks,
+        metrics_registry: metrics.MetricsRegistry,
+    ) -> None:
+        self._host, self._port = config.host_port(listen)
+        self._app = make_app(
+            registry, tokens, health_checks=health_checks, metrics_registry=metrics_registry
+        )
+        self._runner: web.AppRunner | None = None
+        self.host = self._host
+        self.port = self._port
+
+    @property
+    def url(self) -> str:
+        """The base URL of the bound listener, e.g. ``http://127.0.0.1:8080``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def __aenter__(self) -> ApiServer:
+        runner = web.AppRunner(
+            self._app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]  # the real port when 0 was asked for
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
