@@ -1,0 +1,47 @@
+"""Message content for the DATA phase: line endings, dot-stuffing, terminator.
+
+`prepare_data` is a pure function from a message body to the exact bytes sent
+after the server's 354, end-of-data marker included.
+
+Security:
+    SMTP smuggling (RFC 5321 §2.3.8, §4.1.1.4; CVE-2023-51764 and kin): if a
+    body could contain a sequence that one server reads as end-of-data and
+    another does not, a sender could hide a second message inside the first.
+    We therefore turn every bare CR and every bare LF into CRLF *before*
+    dot-stuffing, so the only line ending on the wire is CRLF, every line that
+    starts with "." is stuffed, and the only "CRLF . CRLF" in the output is the
+    terminator we append.
+
+Standards: RFC 5321 §4.5.2 (transparency), §2.3.8 (line endings).
+Limits: lines longer than 998 octets (RFC 5322 §2.1.1) are sent as they are;
+a receiving server may refuse them. NUL bytes are sent as they are.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["END_OF_DATA", "prepare_data"]
+
+END_OF_DATA = b".\r\n"
+"""The line that ends the content; follows a CRLF (RFC 5321 §4.1.1.4)."""
+
+_LINE_ENDING = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
+def prepare_data(body: bytes, /) -> bytes:
+    """Return the wire form of `body`: CRLF line endings, dot-stuffed, terminated.
+
+    >>> prepare_data(b"a\\n.\\nb")
+    b'a\\r\\n..\\r\\nb\\r\\n.\\r\\n'
+    >>> prepare_data(b"")
+    b'.\\r\\n'
+    """
+    # Normalise first: after this, "\n" only occurs as part of CRLF, so the
+    # MULTILINE "^" below sees exactly the line starts the server will see.
+    normalised = _LINE_ENDING.sub(b"\r\n", body)
+    stuffed = _LEADING_DOT.sub(b"..", normalised)
+    if stuffed and not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + END_OF_DATA
