@@ -10,8 +10,8 @@ Outcomes (see delivery.dns.result.Lookup):
     NODATA     NOERROR without it; TTL from the SOA in the authority section
     NXDOMAIN   rcode NXDOMAIN, for the last name of the chain (RFC 6604 §2)
     TEMPFAIL   any other rcode (SERVFAIL, REFUSED, ...), TC over TCP, a CNAME
-               loop or over-long chain, several CNAMEs at one name, records
-               with NXDOMAIN, or a referral from a server that does not recurse
+               loop or over-long chain, records with NXDOMAIN, or a referral
+               from a server that does not recurse
 
 Security:
     The response is attacker-influenced. Only RRsets on the chain from the
@@ -110,11 +110,9 @@ def classify(
         cname = _find(response, name, dns.rdatatype.CNAME)
         if cname is None:
             break
-        if len(cname) != 1:
-            return tempfail(asked, f"{server}: malformed answer: {len(cname)} CNAMEs at {name}")
         if len(chain) == MAX_CNAME_CHAIN:
             return tempfail(asked, f"{server}: CNAME chain longer than {MAX_CNAME_CHAIN}")
-        target = cname[0]
+        target = cname[0]  # CNAME is a singleton type: dnspython keeps one per name
         assert isinstance(target, dns.rdtypes.ANY.CNAME.CNAME)
         chain.append(name)
         ttl = min(ttl, cname.ttl)
