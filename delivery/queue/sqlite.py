@@ -1,0 +1,420 @@
+"""SQLite queue store: `QueueStore` on one aiosqlite connection.
+
+One connection per store, in WAL mode with ``synchronous=FULL``: a commit returns
+only after the write-ahead log is fsynced, so an acknowledged message survives a
+crash or power loss. Every SQLite call runs on aiosqlite's thread, never on the event
+loop. The database file may be shared with the registry (tables ``registry_*``) and
+with other processes: writers take the write lock with ``BEGIN IMMEDIATE`` and wait
+up to `BUSY_TIMEOUT_MS` for it.
+
+Transactions on the one connection are serialized by an asyncio lock. Enqueues are
+group-committed: the enqueues that arrive while a commit is running are written
+together by the next one, sharing its fsync; each caller still returns only after its
+own message is committed.
+
+Outcomes: as `delivery.queue.store` (`StoreError` wraps every ``sqlite3.Error``,
+with the SQLite message).
+
+Security: the database file holds every queued message; create its directory
+readable by the daemon's user only. No SQL is ever built from message data: all
+values are bound parameters.
+
+Limits: one writer at a time per database file (SQLite), which is what
+`MAX_LEASE_BATCH` keeps short. An in-memory database is refused (not durable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+import aiosqlite
+
+from delivery.queue import model, sql
+from delivery.queue.store import (
+    MAX_LEASE_BATCH,
+    MAX_LIST_LIMIT,
+    PURGE_BATCH,
+    MessageNotFound,
+    NewEntry,
+    Recorded,
+    StoreError,
+)
+
+__all__ = ["BUSY_TIMEOUT_MS", "LEASE_TOKEN_RANDOM_BYTES", "SqliteQueueStore"]
+
+BUSY_TIMEOUT_MS: Final = 30_000
+"""How long a writer waits for another connection (the registry, another process on
+the same file) to release the write lock before the operation fails with StoreError."""
+
+LEASE_TOKEN_RANDOM_BYTES: Final = 12
+"""Random part of a lease token: tokens must never repeat, or a lapsed lease's late
+outcome could be taken for the current one's."""
+
+_Params = Mapping[str, Any]
+
+
+class SqliteQueueStore:
+    """Durable queue in one SQLite database file (see the module docstring).
+
+    Open it with `SqliteQueueStore.open` (or ``async with await ...open(path)``);
+    the methods are documented on `delivery.queue.store.QueueStore`.
+    """
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, /) -> None:
+        """Wrap an open, configured connection; use `open` instead."""
+        self.path = path
+        self._db = db
+        self._lock = asyncio.Lock()
+        self._pending: list[tuple[NewEntry, asyncio.Future[str]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | PathLike[str], /) -> SqliteQueueStore:
+        """Open (creating if needed) the queue in the database file at ``path``.
+
+        Creates the parent directory, switches the file to WAL mode, and creates or
+        checks the ``queue_*`` tables.
+
+        :raises StoreError: the file cannot be opened or used in WAL mode, or its
+            queue schema is newer than this program.
+        """
+        file = Path(path)
+        if str(file) == ":memory:":
+            raise StoreError("open", "an in-memory database is not durable")
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(file, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError("open", f"{file}: {exc}") from exc
+        store = cls(db, file)
+        try:
+            await store._configure()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def _configure(self) -> None:
+        try:
+            await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            rows = list(await self._db.execute_fetchall("PRAGMA journal_mode = WAL"))
+            if rows[0][0] != "wal":
+                raise StoreError("open", f"{self.path}: WAL mode unavailable ({rows[0][0]})")
+            await self._db.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise StoreError("open", f"{self.path}: {exc}") from exc
+        async with self._transaction("open") as db:
+            for statement in sql.schema(sql.SQLITE):
+                await db.execute(statement)
+            rows = list(await db.execute_fetchall(sql.SCHEMA_VERSION_GET))
+            if not rows:
+                await db.execute(sql.SCHEMA_VERSION_SET, {"version": str(sql.SCHEMA_VERSION)})
+            elif int(rows[0][0]) > sql.SCHEMA_VERSION:
+                raise StoreError(
+                    "open",
+                    f"{self.path}: queue schema version {rows[0][0]} is newer than "
+                    f"this program's ({sql.SCHEMA_VERSION})",
+                )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Finish pending group commits, then close the connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            await self._flusher
+        await self._db.close()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(
+        self, operation: str, *, write: bool = True
+    ) -> AsyncIterator[aiosqlite.Connection]:
+        """Run the block in one transaction on the connection, serialized by the lock.
+
+        A write transaction takes SQLite's write lock up front (``BEGIN IMMEDIATE``)
+        so that its reads and writes see no other writer in between: this is what
+        makes a lease exclusive. Any failure rolls back and becomes StoreError.
+        """
+        async with self._lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield self._db
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    # Also after a cancelled COMMIT: aiosqlite runs calls in order,
+                    # so this ROLLBACK comes after it and finds nothing to undo.
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(operation, str(exc)) from exc
+
+    # --- enqueue --------------------------------------------------------------------------
+
+    async def enqueue(
+        self, message: model.NewMessage, recipients: Sequence[model.NewRecipient], /
+    ) -> str:
+        """Queue one message durably; see `QueueStore.enqueue`."""
+        return (await self.enqueue_many([(message, recipients)]))[0]
+
+    async def enqueue_many(self, entries: Sequence[NewEntry], /) -> list[str]:
+        """Queue messages in one durable commit; see `QueueStore.enqueue_many`."""
+        _check_entries(entries)
+        loop = asyncio.get_running_loop()
+        waiters = [(entry, loop.create_future()) for entry in entries]
+        self._pending.extend(waiters)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="queue-group-commit")
+        try:
+            return list(await asyncio.gather(*(future for _, future in waiters)))
+        except asyncio.CancelledError:
+            # Not written yet: withdraw, so a cancelled submission is not queued.
+            # Already being written: it will be queued; the client retries (RFC 5321
+            # §6.1 accepts duplicates over loss).
+            mine = {future for _, future in waiters}
+            self._pending = [waiter for waiter in self._pending if waiter[1] not in mine]
+            raise
+
+    async def _flush(self) -> None:
+        """Commit everything pending, batch after batch, until nothing is left."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self._transaction("enqueue") as db:
+                    ids = await _insert(db, [entry for entry, _ in batch])
+            except BaseException as exc:
+                # Every waiter must hear of the failure, or it would wait forever.
+                for _, future in batch:
+                    if future.done():
+                        continue
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), message_id in zip(batch, ids, strict=True):
+                if not future.done():
+                    future.set_result(message_id)
+
+    # --- leases and outcomes --------------------------------------------------------------
+
+    async def lease_due(
+        self, *, now: int, owner: str, lease_ms: int, limit: int, queue: str | None = None
+    ) -> list[model.Lease]:
+        """Hand out due recipients; see `QueueStore.lease_due`."""
+        if not 1 <= limit <= MAX_LEASE_BATCH:
+            raise ValueError(f"limit must be 1..{MAX_LEASE_BATCH}, not {limit}")
+        if lease_ms <= 0:
+            raise ValueError(f"lease_ms must be positive, not {lease_ms}")
+        token = f"{owner}/{secrets.token_hex(LEASE_TOKEN_RANDOM_BYTES)}"
+        until = now + lease_ms
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        if queue is None:
+            statement = sql.LEASE_CANDIDATES
+        else:
+            statement, params["queue"] = sql.LEASE_CANDIDATES_IN_QUEUE, queue
+        async with self._transaction("lease") as db:
+            ids = [row[0] for row in await db.execute_fetchall(statement, params)]
+            if not ids:
+                return []
+            claim = {"owner": owner, "token": token, "until": until, "now": now}
+            await db.executemany(sql.CLAIM, [{**claim, "id": rid} for rid in ids])
+            recipient_rows = await db.execute_fetchall(sql.LEASED_RECIPIENTS, {"token": token})
+            message_rows = await db.execute_fetchall(sql.LEASED_MESSAGES, {"token": token})
+        recipients = {r.id: r for r in map(sql.recipient_from_row, recipient_rows)}
+        groups: dict[tuple[str, str], list[model.QueuedRecipient]] = {}
+        for rid in ids:
+            recipient = recipients[rid]
+            groups.setdefault((recipient.message_id, recipient.domain), []).append(recipient)
+        messages = {row[0]: row for row in message_rows}
+        return [
+            model.Lease(
+                token=token,
+                owner=owner,
+                until=until,
+                domain=domain,
+                message=sql.message_from_row(messages[message_id], members),
+            )
+            for (message_id, domain), members in groups.items()
+        ]
+
+    async def record(
+        self, updates: Sequence[model.RecipientUpdate], /, *, enqueue: Sequence[NewEntry] = ()
+    ) -> Recorded:
+        """Apply outcomes in one transaction; see `QueueStore.record`."""
+        _check_entries(enqueue)
+        async with self._transaction("record") as db:
+            held: set[int] = set()
+            for token in {update.token for update in updates}:
+                rows = await db.execute_fetchall(sql.HELD_BY_TOKEN, {"token": token})
+                held.update(row[0] for row in rows)
+            applied = [update for update in updates if update.recipient_id in held]
+            await db.executemany(sql.RECORD, [sql.update_params(u) for u in applied])
+            message_ids = await _insert(db, enqueue)
+        refused = {update.recipient_id for update in updates} - held
+        return Recorded(refused=frozenset(refused), message_ids=tuple(message_ids))
+
+    async def release(self, owner: str, /, *, now: int) -> int:
+        """Give back every lease of ``owner``; see `QueueStore.release`."""
+        async with self._transaction("release") as db:
+            return await _changes(db, sql.RELEASE, {"owner": owner, "now": now})
+
+    async def retry_now(self, message_id: str, /, *, now: int) -> int:
+        """Make the message due now; see `QueueStore.retry_now`."""
+        async with self._transaction("retry") as db:
+            return await _changes(db, sql.RETRY_NOW, {"message_id": message_id, "now": now})
+
+    async def cancel(self, message_id: str, /, *, reason: str) -> int:
+        """Cancel the message's scheduled recipients; see `QueueStore.cancel`."""
+        async with self._transaction("cancel") as db:
+            return await _changes(db, sql.CANCEL, {"message_id": message_id, "reason": reason})
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def load_body(self, message_id: str, /) -> bytes:
+        """Return the body; see `QueueStore.load_body`."""
+        async with self._transaction("load body", write=False) as db:
+            rows = list(await db.execute_fetchall(sql.SELECT_BODY, {"message_id": message_id}))
+        if not rows:
+            raise MessageNotFound(message_id)
+        body: bytes = rows[0][0]
+        return body
+
+    async def get_message(self, message_id: str, /) -> model.QueuedMessage | None:
+        """Return one message; see `QueueStore.get_message`."""
+        params = {"message_id": message_id}
+        async with self._transaction("get message", write=False) as db:
+            rows = list(await db.execute_fetchall(sql.SELECT_MESSAGE, params))
+            if not rows:
+                return None
+            recipient_rows = await db.execute_fetchall(sql.SELECT_RECIPIENTS, params)
+        return sql.message_from_row(rows[0], [*map(sql.recipient_from_row, recipient_rows)])
+
+    async def list_messages(
+        self,
+        *,
+        status: model.RecipientStatus | None = None,
+        domain: str | None = None,
+        sender: str | None = None,
+        queue: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[model.QueuedMessage]:
+        """List messages; see `QueueStore.list_messages`."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}, not {limit}")
+        params = {
+            "status": None if status is None else status.value,
+            "domain": domain,
+            "queue": queue,
+            "no_recipient_filter": int(status is None and domain is None and queue is None),
+            "sender": sender,
+            "after": after,
+            "limit": limit,
+        }
+        async with self._transaction("list", write=False) as db:
+            message_rows = await db.execute_fetchall(sql.LIST_MESSAGES, params)
+            recipient_rows = await db.execute_fetchall(sql.LIST_RECIPIENTS, params)
+        by_message: dict[str, list[model.QueuedRecipient]] = {}
+        for recipient in map(sql.recipient_from_row, recipient_rows):
+            by_message.setdefault(recipient.message_id, []).append(recipient)
+        return [sql.message_from_row(row, by_message.get(row[0], [])) for row in message_rows]
+
+    async def due_soonest(self, *, queue: str | None = None) -> int | None:
+        """Next due time; see `QueueStore.due_soonest`."""
+        statement = sql.DUE_SOONEST if queue is None else sql.DUE_SOONEST_IN_QUEUE
+        params = {} if queue is None else {"queue": queue}
+        async with self._transaction("due soonest", write=False) as db:
+            rows = list(await db.execute_fetchall(statement, params))
+        due: int | None = rows[0][0]
+        return due
+
+    async def count_by_status(self) -> dict[model.RecipientStatus, int]:
+        """Recipients per status; see `QueueStore.count_by_status`."""
+        async with self._transaction("count", write=False) as db:
+            rows = await db.execute_fetchall(sql.COUNT_BY_STATUS)
+        counts = dict.fromkeys(model.RecipientStatus, 0)
+        counts.update((model.RecipientStatus(status), count) for status, count in rows)
+        return counts
+
+    async def purge_finished(
+        self, message_ids: Sequence[str] | None = None, /, *, limit: int = PURGE_BATCH
+    ) -> list[str]:
+        """Delete finished messages; see `QueueStore.purge_finished`."""
+        deleted: list[str] = []
+        async with self._transaction("purge") as db:
+            if message_ids is None:
+                rows = await db.execute_fetchall(sql.FINISHED_MESSAGES, {"limit": limit})
+                candidates = [row[0] for row in rows]
+            else:
+                candidates = list(message_ids)
+            for message_id in candidates:
+                params = {"message_id": message_id}
+                if list(await db.execute_fetchall(sql.UNFINISHED, params)):
+                    continue
+                await db.execute(sql.DELETE_RECIPIENTS, params)
+                await db.execute(sql.DELETE_BODY, params)
+                if await _changes(db, sql.DELETE_MESSAGE, params):
+                    deleted.append(message_id)
+        return deleted
+
+
+def _check_entries(entries: Iterable[NewEntry], /) -> None:
+    for _, recipients in entries:
+        if not recipients:
+            raise model.InvalidEnvelope("recipients", "a message needs at least one recipient")
+
+
+async def _insert(db: aiosqlite.Connection, entries: Sequence[NewEntry], /) -> list[str]:
+    """Insert messages, bodies and recipients inside the caller's transaction."""
+    ids = [model.make_message_id(message.received_at) for message, _ in entries]
+    if not entries:
+        return ids
+    await db.executemany(
+        sql.INSERT_MESSAGE,
+        [sql.message_params(mid, message) for mid, (message, _) in zip(ids, entries, strict=True)],
+    )
+    await db.executemany(
+        sql.INSERT_BODY,
+        [{"message_id": mid, "body": m.body} for mid, (m, _) in zip(ids, entries, strict=True)],
+    )
+    await db.executemany(
+        sql.INSERT_RECIPIENT,
+        [
+            sql.recipient_params(mid, recipient)
+            for mid, (_, recipients) in zip(ids, entries, strict=True)
+            for recipient in recipients
+        ],
+    )
+    return ids
+
+
+async def _changes(db: aiosqlite.Connection, statement: str, params: _Params, /) -> int:
+    """Run one statement and return how many rows it changed."""
+    cursor = await db.execute(statement, params)
+    count = cursor.rowcount
+    await cursor.close()
+    return count

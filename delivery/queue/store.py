@@ -1,0 +1,247 @@
+"""The durable queue store contract, shared by the SQLite and PostgreSQL stores.
+
+`QueueStore` is what the submitter, the worker, the API and the CLI use; they never
+see SQL. Implementations: `delivery.queue.sqlite.SqliteQueueStore` (PostgreSQL
+follows with the same statements, `delivery.queue.sql`).
+
+Guarantees every implementation keeps:
+    Durable enqueue    `enqueue` returns only after the message is committed and
+                       flushed to stable storage: only then may the submitter answer
+                       250. Concurrent enqueues share one commit (group commit).
+    Exclusive leases   a due recipient is handed to one lease at a time; concurrent
+                       `lease_due` calls, from one process or several, never return
+                       the same recipient. A lease lapses at its ``until`` time and
+                       the recipient is then due again for anyone (crash safety).
+    Explicit outcomes  nothing becomes final except through `record` (or `cancel`),
+                       and `record` refuses an update whose lease token no longer
+                       holds the recipient, so a recipient is never marked delivered
+                       twice, nor after another worker took it over.
+    Flat cost          leasing and `due_soonest` go through an index on
+                       (status, due): their cost does not grow with queue size.
+
+Outcomes:
+    `MessageNotFound`  `load_body` for a message that is not (or no longer) queued
+    `StoreError`       the database failed or stayed locked: nothing was changed
+    `InvalidEnvelope`  (from `delivery.queue.model`) a message that cannot be queued
+
+Limits: `MAX_LEASE_BATCH` recipients per lease call; `MAX_LIST_LIMIT` messages per
+list page. A lease must outlast the longest delivery attempt, or another worker may
+start the same delivery before the first one records its outcome (its record is
+then refused, but the message may arrive twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from delivery.errors import DeliveryError
+from delivery.queue import model
+
+__all__ = [
+    "MAX_LEASE_BATCH",
+    "MAX_LIST_LIMIT",
+    "PURGE_BATCH",
+    "MessageNotFound",
+    "NewEntry",
+    "QueueError",
+    "QueueStore",
+    "Recorded",
+    "StoreError",
+]
+
+MAX_LEASE_BATCH = 1000
+"""Most recipients one `lease_due` call hands out: a lease is one write transaction,
+and a longer one holds the write lock that submissions wait for."""
+
+MAX_LIST_LIMIT = 1000
+"""Most messages one `list_messages` page returns: bounds the memory of one API or
+CLI call on a large queue."""
+
+PURGE_BATCH = 500
+"""Default number of finished messages one `purge_finished` sweep deletes."""
+
+NewEntry = tuple[model.NewMessage, Sequence[model.NewRecipient]]
+"""A message to queue with its recipients."""
+
+
+class QueueError(DeliveryError):
+    """Base class of the queue store's errors."""
+
+
+class StoreError(QueueError):
+    """The database failed (I/O error, full disk, lock held too long); nothing changed.
+
+    :param operation: the store operation, e.g. ``enqueue``.
+    :param reason: what the database said.
+    """
+
+    def __init__(self, operation: str, reason: str, /) -> None:
+        super().__init__(operation, reason)
+        self.operation, self.reason = operation, reason
+
+    def __str__(self) -> str:
+        return f"queue {self.operation} failed: {self.reason}"
+
+
+class MessageNotFound(QueueError, LookupError):
+    """No queued message has this id (never queued, or purged).
+
+    :param message_id: the id asked for.
+    """
+
+    def __init__(self, message_id: str, /) -> None:
+        super().__init__(message_id)
+        self.message_id = message_id
+
+    def __str__(self) -> str:
+        return f"no queued message {self.message_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What `QueueStore.record` did.
+
+    ``refused`` are the recipient ids whose update was not applied because the lease
+    token no longer held them (lease lapsed and taken over, recipient cancelled, or
+    already final). ``message_ids`` are the ids of the messages queued with it.
+    """
+
+    refused: frozenset[int]
+    message_ids: tuple[str, ...]
+
+
+class QueueStore(Protocol):
+    """Durable message queue (see the module docstring for the guarantees).
+
+    Times are UTC epoch milliseconds. Every method may raise `StoreError`.
+    """
+
+    async def enqueue(
+        self, message: model.NewMessage, recipients: Sequence[model.NewRecipient], /
+    ) -> str:
+        """Queue one message durably; return its id.
+
+        :raises InvalidEnvelope: no recipients.
+        """
+        ...
+
+    async def enqueue_many(self, entries: Sequence[NewEntry], /) -> list[str]:
+        """Queue several messages in one durable commit; return their ids in order.
+
+        :raises InvalidEnvelope: an entry has no recipients (nothing is queued).
+        """
+        ...
+
+    async def lease_due(
+        self, *, now: int, owner: str, lease_ms: int, limit: int, queue: str | None = None
+    ) -> list[model.Lease]:
+        """Hand out due recipients to ``owner`` until ``now + lease_ms``.
+
+        Recipients whose ``due`` is at or before ``now`` (including those whose
+        lease lapsed) are taken oldest due first, at most ``limit`` of them, then
+        completed with the other due recipients of the same message and domain
+        while ``limit`` allows; one `Lease` per message and domain, in order of
+        their oldest due recipient.
+
+        :param owner: the node (or worker) name; `release` gives its leases back.
+        :param queue: only recipients of this virtual queue.
+        :raises ValueError: ``limit`` outside 1..`MAX_LEASE_BATCH`, or
+            ``lease_ms`` not positive.
+        """
+        ...
+
+    async def record(
+        self, updates: Sequence[model.RecipientUpdate], /, *, enqueue: Sequence[NewEntry] = ()
+    ) -> Recorded:
+        """Apply attempt outcomes and release their leases, in one transaction.
+
+        ``enqueue`` are messages to queue in the same transaction, such as the DSNs
+        these outcomes call for, so that a recipient never fails without its DSN.
+        Updates whose token no longer holds their recipient are skipped and
+        returned in `Recorded.refused`; the others are applied.
+        """
+        ...
+
+    async def release(self, owner: str, /, *, now: int) -> int:
+        """Give back every lease of ``owner`` (a node stopping); return how many.
+
+        The recipients are due again at ``now``; their state is otherwise unchanged.
+        """
+        ...
+
+    async def retry_now(self, message_id: str, /, *, now: int) -> int:
+        """Make the message's unleased scheduled recipients due at ``now``.
+
+        :returns: how many recipients were rescheduled.
+        """
+        ...
+
+    async def cancel(self, message_id: str, /, *, reason: str) -> int:
+        """Mark the message's scheduled recipients CANCELLED, without any DSN.
+
+        ``reason`` becomes their ``last_status``. A leased recipient is cancelled
+        too; its worker's later `record` is refused.
+
+        :returns: how many recipients were cancelled.
+        """
+        ...
+
+    async def load_body(self, message_id: str, /) -> bytes:
+        """Return the message body as queued.
+
+        :raises MessageNotFound: no such message.
+        """
+        ...
+
+    async def get_message(self, message_id: str, /) -> model.QueuedMessage | None:
+        """Return the message with all its recipients, or ``None``."""
+        ...
+
+    async def list_messages(
+        self,
+        *,
+        status: model.RecipientStatus | None = None,
+        domain: str | None = None,
+        sender: str | None = None,
+        queue: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[model.QueuedMessage]:
+        """List messages by id (arrival order), with all their recipients.
+
+        Filters combine with AND: ``status``, ``domain`` (case-insensitive) and
+        ``queue`` keep messages with at least one recipient matching all three;
+        ``sender`` matches the envelope sender case-insensitively (``""`` is the
+        null sender). ``after`` is the last id of the previous page.
+
+        :raises ValueError: ``limit`` outside 1..`MAX_LIST_LIMIT`.
+        """
+        ...
+
+    async def due_soonest(self, *, queue: str | None = None) -> int | None:
+        """When the next scheduled recipient is due (lease expiries included).
+
+        :returns: epoch ms, possibly in the past; ``None`` when nothing is scheduled.
+        """
+        ...
+
+    async def purge_finished(
+        self, message_ids: Sequence[str] | None = None, /, *, limit: int = PURGE_BATCH
+    ) -> list[str]:
+        """Delete messages whose recipients are all final, body included.
+
+        :param message_ids: check these messages only (a worker after `record`);
+            ``None`` sweeps the queue for at most ``limit`` finished messages.
+        :returns: the ids deleted.
+        """
+        ...
+
+    async def count_by_status(self) -> dict[model.RecipientStatus, int]:
+        """Recipients per status, every status present (for metrics)."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending commits and close the store."""
+        ...
