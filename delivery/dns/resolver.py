@@ -83,7 +83,8 @@ class Resolver:
         every result has ``secure=False`` and queries go without DO.
     :param cache: the cache to share; a private one when None.
     :param clock: monotonic seconds, for cache expiry only.
-    :raises ConfigError: no nameserver, or a timeout that is not positive.
+    :raises ConfigError: no nameserver, one that is not an IP address and port, or a
+        timeout that is not positive.
     """
 
     def __init__(
@@ -99,7 +100,10 @@ class Resolver:
             raise ConfigError("dns.nameservers", "at least one nameserver is required")
         if timeout_ms <= 0:
             raise ConfigError("dns.timeout", f"must be positive, not {timeout_ms} ms")
-        self._nameservers = tuple(nameservers)
+        # The round trip checks each entry is an IP literal with a valid port.
+        self._nameservers = tuple(
+            names.parse_nameserver(names.format_nameserver(server)) for server in nameservers
+        )
         self._timeout_s = timeout_ms / 1000
         self._trust_ad = trust_ad
         self.cache = cache if cache is not None else dns_cache.DnsCache()

@@ -430,7 +430,7 @@ class DnsServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        """The bound (host, port), once started."""
+        """The bound (host, port) while started; RuntimeError otherwise."""
         if self._address is None:
             raise RuntimeError("DnsServer is not started")
         return self._address
@@ -441,6 +441,8 @@ class DnsServer:
 
     async def start(self) -> None:
         """Bind UDP and TCP on the same port and start answering."""
+        if self._address is not None:
+            raise RuntimeError("DnsServer is already started")
         loop = asyncio.get_running_loop()
         for _ in range(BIND_ATTEMPTS):
             udp, _protocol = await loop.create_datagram_endpoint(
@@ -473,6 +475,7 @@ class DnsServer:
             await asyncio.gather(*self._connections, return_exceptions=True)
             await self._tcp.wait_closed()
             self._tcp = None
+        self._address = None
 
     async def __aenter__(self) -> DnsServer:
         await self.start()

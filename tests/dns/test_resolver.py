@@ -308,7 +308,12 @@ async def test_malformed_answer_is_tempfail() -> None:
 
 @pytest.mark.parametrize(
     ("nameservers", "timeout_ms", "field"),
-    [([], 5000, "dns.nameservers"), ([("127.0.0.1", 53)], 0, "dns.timeout")],
+    [
+        ([], 5000, "dns.nameservers"),
+        ([("resolver.example", 53)], 5000, "dns.nameservers"),
+        ([("127.0.0.1", 0)], 5000, "dns.nameservers"),
+        ([("127.0.0.1", 53)], 0, "dns.timeout"),
+    ],
 )
 def test_bad_settings_are_config_errors(
     nameservers: list[tuple[str, int]], timeout_ms: int, field: str
