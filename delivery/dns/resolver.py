@@ -163,7 +163,7 @@ class Resolver:
             return False
         found = await self._resolve(qname, dns.rdatatype.SOA)
         log.info("DNSSEC probe of %s: %s", qname, found.detail)
-        return found.secure and found.status is not Lookup.TEMPFAIL
+        return found.secure  # never True for TEMPFAIL, nor without trust_ad
 
     async def close(self) -> None:
         """Cancel the queries still in flight (their callers get CancelledError)."""
