@@ -215,6 +215,15 @@ class Dispatcher:
             return None
         return _Call(object_type, op)
 
+    def _unknown(self, name: str) -> MethodFailure:
+        """unknownMethod, saying what the server does have."""
+        object_type = name.removeprefix(OBJECT_PREFIX).partition("/")[0]
+        if name.startswith(OBJECT_PREFIX) and object_type in self._types:
+            hint = f"{object_type} has the methods {', '.join(f'/{o}' for o in SIGNATURES)}"
+        else:
+            hint = f"methods are x:<Object>/get|set|query for {', '.join(sorted(self._types))}"
+        return MethodFailure("unknownMethod", f"unknown method {name!r}: {hint}")
+
     async def _answer(
         self,
         call: request.MethodCall,
@@ -229,12 +238,11 @@ class Dispatcher:
         if call.name == ECHO and request.CORE_CAPABILITY in using:
             return arguments
         target = self._parse(call.name)
-        if target is None or request.STALWART_CAPABILITY not in using:
+        if target is None:
+            return self._unknown(call.name)
+        if request.STALWART_CAPABILITY not in using:
             return MethodFailure(
-                "unknownMethod",
-                f"unknown method {call.name!r}"
-                if target is None
-                else f"{call.name} needs {request.STALWART_CAPABILITY!r} in 'using'",
+                "unknownMethod", f"{call.name} needs {request.STALWART_CAPABILITY!r} in 'using'"
             )
         failure = check_arguments(target.op, arguments)
         if failure is not None:

@@ -1,6 +1,7 @@
 """Run the management API on a TCP listener, as an async context manager.
 
-    async with ApiServer(registry, tokens, listen="127.0.0.1:8080",
+    host, port = config.host_port(settings.api.listen)
+    async with ApiServer(registry, tokens, host=host, port=port,
                          health_checks=checks, metrics_registry=registry_of_metrics) as api:
         print(api.url)            # the bound address: port 0 asks the OS for a free port
 
@@ -21,7 +22,6 @@ from types import TracebackType
 
 from aiohttp import web
 
-from delivery import config
 from delivery.api import auth, health, metrics
 from delivery.api.app import make_app
 from delivery.api.methods import RegistryLike
@@ -46,24 +46,24 @@ def store_health(registry: RegistryLike, /) -> health.HealthCheck:
 
 
 class ApiServer:
-    """The API application bound to ``listen`` (``host:port``, ``[v6]:port``; port 0 = any)."""
+    """The API application bound to ``host`` and ``port`` (0: a free port the OS picks)."""
 
     def __init__(
         self,
         registry: RegistryLike,
         tokens: auth.TokenTable,
         *,
-        listen: str,
+        host: str,
+        port: int,
         health_checks: health.HealthChecks,
         metrics_registry: metrics.MetricsRegistry,
     ) -> None:
-        self._host, self._port = config.host_port(listen)
         self._app = make_app(
             registry, tokens, health_checks=health_checks, metrics_registry=metrics_registry
         )
         self._runner: web.AppRunner | None = None
-        self.host = self._host
-        self.port = self._port
+        self.host = host
+        self.port = port
 
     @property
     def url(self) -> str:
@@ -77,7 +77,7 @@ class ApiServer:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
             await site.start()
         except BaseException:
             await runner.cleanup()

@@ -42,7 +42,7 @@ def core_capability() -> dict[str, Any]:
         "maxCallsInRequest": request.MAX_CALLS_IN_REQUEST,
         "maxObjectsInGet": request.MAX_OBJECTS_IN_GET,
         "maxObjectsInSet": request.MAX_OBJECTS_IN_SET,
-        "collationAlgorithms": ["i;ascii-casemap"],
+        "collationAlgorithms": ["i;ascii-casemap", "i;unicode-casemap"],
     }
 
 

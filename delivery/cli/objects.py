@@ -113,7 +113,7 @@ def _fail(message: str, /, code: int = EXIT_REFUSED) -> NoReturn:
 def _cell(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(", ", ": "))  # spaces let rich wrap long values
 
 
 def _print_object(console: Console, object_type: str, obj: dict[str, Any]) -> None:

@@ -61,7 +61,8 @@ def test_parse_request(label: str, body: Any, problem: str | None, limit: str | 
 
 RESPONSES: list[refs.Response] = [
     ("x:MtaTlsStrategy/query", {"ids": ["a", "b"]}, "q"),
-    ("x:MtaTlsStrategy/get", {"list": [{"id": "a", "tags": ["x"]}, {"id": "b", "tags": ["y"]}]}, "g"),
+    ("x:MtaTlsStrategy/get",
+     {"list": [{"id": "a", "tags": ["x"]}, {"id": "b", "tags": ["y"]}]}, "g"),
     ("error", {"type": "forbidden"}, "e"),
 ]  # fmt: skip
 

@@ -1,0 +1,1 @@
+"""Benchmarks: run by hand or by CI in --quick mode; they print figures, never fail on one."""
