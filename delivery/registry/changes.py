@@ -111,7 +111,12 @@ def decide_update(
     world: Mapping[str, Objects],
 ) -> Accepted | SetError:
     """Decide an update of object ``object_id`` (stored as ``current``) by a PatchObject."""
-    roots = {key.split("/", 1)[0] for key in changes}
+    roots = set()
+    for key in changes:
+        segments = patch.parse_pointer(key)
+        if segments is None:
+            return SetError("invalidPatch", f"{key!r} is not a valid JSON pointer")
+        roots.add(segments[0])
     unknown = sorted(roots - spec.properties)
     if unknown:
         return validation.invalid([(name, "unknown property") for name in unknown])
