@@ -21,13 +21,28 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["END_OF_DATA", "prepare_data"]
+__all__ = ["END_OF_DATA", "normalise", "prepare_data"]
 
 END_OF_DATA = b".\r\n"
 """The line that ends the content; follows a CRLF (RFC 5321 §4.1.1.4)."""
 
 _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
+def normalise(body: bytes, /) -> bytes:
+    """Return `body` with every bare CR and bare LF turned into CRLF, ending in CRLF.
+
+    This is the message as the server will store it; its length is the SIZE=
+    value (RFC 1870 §3: CRLFs counted, stuffing dots and terminator not).
+
+    >>> normalise(b"a\\rb\\n")
+    b'a\\r\\nb\\r\\n'
+    """
+    normalised = _LINE_ENDING.sub(b"\r\n", body)
+    if normalised and not normalised.endswith(b"\r\n"):
+        normalised += b"\r\n"
+    return normalised
 
 
 def prepare_data(body: bytes, /) -> bytes:
@@ -40,8 +55,4 @@ def prepare_data(body: bytes, /) -> bytes:
     """
     # Normalise first: after this, "\n" only occurs as part of CRLF, so the
     # MULTILINE "^" below sees exactly the line starts the server will see.
-    normalised = _LINE_ENDING.sub(b"\r\n", body)
-    stuffed = _LEADING_DOT.sub(b"..", normalised)
-    if stuffed and not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
-    return stuffed + END_OF_DATA
+    return _LEADING_DOT.sub(b"..", normalise(body)) + END_OF_DATA

@@ -87,7 +87,10 @@ class SmtpError(errors.AttemptError):
         /,
         reply: Reply | None = None,
     ) -> None:
-        super().__init__(server_name, ip, phase, message)
+        # One argument up the chain: OSError (under TimeoutError, ConnectionError) would
+        # read several as errno, strerror and filename.
+        super().__init__(message)
+        self.args = (server_name, ip, phase, message)
         self.server_name, self.ip, self.phase, self.message = server_name, ip, phase, message
         self.reply = reply
 
@@ -203,11 +206,13 @@ class ReplyFormatError(errors.DeliveryError, ValueError):
     """Bytes from the server are not a valid SMTP reply, or exceed a parser cap.
 
     :param reason: what is wrong, with a short excerpt of the offending bytes.
+    :param replies: the complete replies that came before the fault in the same
+        feed; they are still valid (e.g. the 220 to STARTTLS before garbage).
     """
 
-    def __init__(self, reason: str, /) -> None:
+    def __init__(self, reason: str, /, replies: tuple[Reply, ...] = ()) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.replies = reason, replies
 
     def __str__(self) -> str:
         return self.reason

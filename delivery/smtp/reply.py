@@ -162,26 +162,30 @@ class ReplyParser:
         """Add bytes from the server; return the replies they complete, in order.
 
         :raises ReplyFormatError: not an SMTP reply, inconsistent multiline
-            codes, or a cap exceeded.
+            codes, or a cap exceeded; its ``replies`` are those completed
+            before the fault. The parser is unusable afterwards, until `discard`.
         """
         self._buffer += data
         replies: list[Reply] = []
         start = 0
-        while True:
-            end = self._buffer.find(b"\n", max(start, self._scanned))
-            if end < 0:
-                break
-            if end + 1 - start > MAX_REPLY_LINE_BYTES:
+        try:
+            while True:
+                end = self._buffer.find(b"\n", max(start, self._scanned))
+                if end < 0:
+                    break
+                if end + 1 - start > MAX_REPLY_LINE_BYTES:
+                    raise ReplyFormatError(f"reply line longer than {MAX_REPLY_LINE_BYTES} bytes")
+                line = bytes(self._buffer[start:end])
+                start = end + 1
+                reply = self._take_line(line[:-1] if line.endswith(b"\r") else line)
+                if reply is not None:
+                    replies.append(reply)
+            del self._buffer[:start]
+            self._scanned = len(self._buffer)
+            if self._scanned > MAX_REPLY_LINE_BYTES:
                 raise ReplyFormatError(f"reply line longer than {MAX_REPLY_LINE_BYTES} bytes")
-            line = bytes(self._buffer[start:end])
-            start = end + 1
-            reply = self._take_line(line[:-1] if line.endswith(b"\r") else line)
-            if reply is not None:
-                replies.append(reply)
-        del self._buffer[:start]
-        self._scanned = len(self._buffer)
-        if self._scanned > MAX_REPLY_LINE_BYTES:
-            raise ReplyFormatError(f"reply line longer than {MAX_REPLY_LINE_BYTES} bytes")
+        except ReplyFormatError as exc:
+            raise ReplyFormatError(exc.reason, replies=tuple(replies)) from None
         return replies
 
     def _take_line(self, line: bytes) -> Reply | None:

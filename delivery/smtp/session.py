@@ -62,9 +62,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from delivery.smtp import data as smtp_data
 from delivery.smtp import esmtp
 from delivery.smtp import tls as smtp_tls
-from delivery.smtp.data import END_OF_DATA, prepare_data
 from delivery.smtp.errors import (
     CertificateRejected,
     ConnectFailed,
@@ -208,6 +208,7 @@ class _Wire(asyncio.Protocol):
             if len(self.replies) > MAX_QUEUED_REPLIES:
                 raise ReplyFormatError(f"more than {MAX_QUEUED_REPLIES} replies nobody asked for")
         except ReplyFormatError as exc:
+            self.replies.extend(exc.replies)  # valid replies before the fault come first
             self.failure = exc
         self._wake()
 
@@ -524,7 +525,7 @@ class SmtpSession:
         unless `closed` (an RSET that failed, or LMTP's lone-dot case).
 
         :param body: the message as stored; line endings and dots are fixed by
-            `prepare_data`.
+            `data.prepare_data`.
         :returns: every reply; `TransactionResult.per_recipient` for outcomes.
         :raises RuntimeError: `ehlo` has not succeeded since connect or STARTTLS.
         :raises InvalidArgument: more than MAX_RECIPIENTS_PER_TRANSACTION recipients.
@@ -542,8 +543,9 @@ class SmtpSession:
                 f"{MAX_RECIPIENTS_PER_TRANSACTION} per transaction",
             )
         self._check_extensions(envelope)
-        content = prepare_data(body)
-        mail_line = esmtp.format_mail(envelope, self._extensions, len(content))
+        size = len(smtp_data.normalise(body))
+        content = smtp_data.prepare_data(body)
+        mail_line = esmtp.format_mail(envelope, self._extensions, size)
         rcpt_lines = [esmtp.format_rcpt(envelope, r, self._extensions) for r in envelope.recipients]
         addresses = tuple(r.address for r in envelope.recipients)
         timeouts = self._timeouts
@@ -667,6 +669,7 @@ class SmtpSession:
         """Drop whatever followed the 220 to STARTTLS (RFC 3207 §4.2): it was never protected."""
         dropped_bytes, dropped_replies = self._wire.parser.discard(), len(self._wire.replies)
         self._wire.replies.clear()
+        self._wire.failure = None  # garbage after the 220 is discarded, not judged
         if dropped_bytes or dropped_replies:
             log.warning(
                 "%s sent %d more replies and %d bytes after its 220 to STARTTLS; discarded",
@@ -767,6 +770,9 @@ class SmtpSession:
             self.close()
             return
         await self._bounded(
-            self._wire.send(END_OF_DATA), "dot", self._timeouts.data, "accept the end of data"
+            self._wire.send(smtp_data.END_OF_DATA),
+            "dot",
+            self._timeouts.data,
+            "accept the end of data",
         )
         await self._read("dot", self._timeouts.data, "answer the end of data")
