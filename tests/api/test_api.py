@@ -147,8 +147,11 @@ async def test_invalid_tls_strategies_are_refused(
 
 
 async def test_duplicate_name_is_already_exists(api: RunningApi) -> None:
-    result = await create(api, "MtaTlsStrategy", dup={"name": "default"})
+    result = await create(
+        api, "MtaTlsStrategy", dup={"name": "default"}, case={"name": "Invalid-TLS"}
+    )
     assert result["notCreated"]["dup"]["type"] == "alreadyExists"
+    assert result["notCreated"]["case"]["type"] == "alreadyExists"
 
 
 async def test_name_cannot_change(api: RunningApi) -> None:

@@ -100,11 +100,16 @@ async def test_invalid_settings_exit_2(tmp_path: Path) -> None:
     assert code == 2 and "api.listen" in stderr
 
 
-async def test_address_in_use_exits_1(tmp_path: Path) -> None:
+async def test_address_in_use_exits_1_and_keeps_no_token(
+    tmp_path: Path, start_daemon: StartDaemon
+) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        port = busy.getsockname()[1]
-        settings = write_settings(tmp_path, port=port)
+        settings = write_settings(tmp_path, port=busy.getsockname()[1])
         code, stderr = await run_serve(settings)
     assert code == 1 and "cannot start" in stderr
+    # The failed start showed no token and kept none: the next start makes one and shows it.
+    daemon = await start_daemon(write_settings(tmp_path))
+    assert token_from(daemon.output)
+    assert await daemon.stop(signal.SIGTERM) == 0
