@@ -1,3 +1,5 @@
 """Test-suite wiring: each area's fixtures live in a plugin module of its own."""
 
-pytest_plugins: list[str] = []
+pytest_plugins = [
+    "tests.plugins.registry",
+]
