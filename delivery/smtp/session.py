@@ -465,6 +465,9 @@ class SmtpSession:
                     raise ConnectionResetError("the connection closed during the TLS handshake")
         except StartTlsRefused:
             raise
+        except asyncio.CancelledError:
+            self.close()
+            raise
         except ssl.SSLCertVerificationError as exc:
             self.close()
             verdict = exc.verify_message or str(exc)
@@ -557,22 +560,23 @@ class SmtpSession:
                 self._wire.send(group), "mail", timeouts.mail_from, "accept MAIL FROM"
             )
             mail = await self._read("mail", timeouts.mail_from, "answer MAIL FROM")
+            self._check_class(mail, "mail", "MAIL FROM")
             for address in addresses:
-                rcpts.append(
-                    (address, await self._read("rcpt", timeouts.rcpt_to, "answer RCPT TO"))
-                )
+                reply = await self._read("rcpt", timeouts.rcpt_to, "answer RCPT TO")
+                rcpts.append((address, self._check_class(reply, "rcpt", "RCPT TO")))
             data = await self._read("data", timeouts.data, "answer DATA")
         else:
             mail = await self._command(mail_line, "mail", "answer MAIL FROM", timeouts.mail_from)
-            if not mail.is_success:
+            if not self._check_class(mail, "mail", "MAIL FROM").is_success:
                 return TransactionResult(addresses, mail, (), None, ())
             for address, line in zip(addresses, rcpt_lines, strict=True):
                 reply = await self._command(line, "rcpt", "answer RCPT TO", timeouts.rcpt_to)
-                rcpts.append((address, reply))
+                rcpts.append((address, self._check_class(reply, "rcpt", "RCPT TO")))
             if not any(reply.is_success for _, reply in rcpts):
                 await self._reset_quietly()
                 return TransactionResult(addresses, mail, tuple(rcpts), None, ())
             data = await self._command(b"DATA\r\n", "data", "answer DATA", timeouts.data)
+        self._check_class(data, "data", "DATA", go_ahead=True)
         accepted = [a for a, r in rcpts if r.is_success] if mail.is_success else []
         if data.code != 354:
             if mail.is_success:
@@ -586,11 +590,11 @@ class SmtpSession:
         )
         if self.lmtp:  # RFC 2033 §4.2: one reply per accepted recipient, in RCPT order
             final = [
-                (a, await self._read("dot", timeouts.data, "answer the end of data"))
+                (a, self._check_class(await self._read_end_of_data(), "dot", "the end of data"))
                 for a in accepted
             ]
         else:
-            reply = await self._read("dot", timeouts.data, "answer the end of data")
+            reply = self._check_class(await self._read_end_of_data(), "dot", "the end of data")
             final = [(a, reply) for a in accepted]
         return TransactionResult(addresses, mail, tuple(rcpts), data, tuple(final))
 
@@ -738,9 +742,34 @@ class SmtpSession:
                 phase,
                 f"lost the connection to {self._peer} while waiting for it to {what}",
             ) from exc
+        except asyncio.CancelledError:
+            self.close()  # a command cut off halfway leaves the stream out of step
+            raise
 
     async def _read(self, phase: Phase, timeout_ms: int, what: str) -> Reply:
         return await self._bounded(self._wire.next_reply(), phase, timeout_ms, what)
+
+    async def _read_end_of_data(self) -> Reply:
+        return await self._read("dot", self._timeouts.data, "answer the end of data")
+
+    def _check_class(
+        self, reply: Reply, phase: Phase, command: str, *, go_ahead: bool = False
+    ) -> Reply:
+        """A transaction reply must be 2xx (DATA: 354), 4xx or 5xx, or nothing can be read from it.
+
+        Without this a "250" to DATA would look like a delivery of content never sent.
+        """
+        expected = reply.code == 354 if go_ahead else reply.is_success
+        if expected or reply.is_transient or reply.is_permanent:
+            return reply
+        self.close()
+        raise UnexpectedReply(
+            self.server_name,
+            self.remote_ip,
+            phase,
+            f"{self._peer} answered {command} with {reply}, which is no answer to it",
+            reply,
+        )
 
     async def _command(
         self, line: bytes, phase: Phase, what: str, timeout_ms: int | None = None
@@ -775,4 +804,4 @@ class SmtpSession:
             self._timeouts.data,
             "accept the end of data",
         )
-        await self._read("dot", self._timeouts.data, "answer the end of data")
+        await self._read_end_of_data()

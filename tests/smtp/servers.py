@@ -135,6 +135,7 @@ class Conn:
         self.chunk_of_line: list[int] = []  # index of the read each command line came in
         self.messages: list[bytes] = []  # message content as received, up to (not incl.) "."
         self.tls = False
+        self.silent = asyncio.Event()  # set when the server stops answering (until_closed)
         self._buffer = bytearray()
         self._chunks = 0
 
@@ -182,6 +183,7 @@ class Conn:
 
     async def until_closed(self) -> None:
         """Say nothing more; return when the client goes away."""
+        self.silent.set()
         while await self.reader.read(65536):
             pass
 

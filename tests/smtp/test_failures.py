@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import socket
@@ -17,6 +18,7 @@ from delivery.smtp.errors import (
     PhaseTimeout,
     ProtocolViolation,
     SmtpError,
+    UnexpectedReply,
 )
 from delivery.smtp.esmtp import Envelope, Recipient
 from delivery.smtp.reply import MAX_REPLY_LINE_BYTES, MAX_REPLY_LINES
@@ -220,3 +222,45 @@ async def test_dropped_connection_is_classified(
     assert isinstance(caught.value, ConnectionLost), caught.value
     assert caught.value.phase in phases and caught.value.kind is kind
     assert str(caught.value).startswith(f"lost the connection to {MX_NAME}[{MX_IP}]")
+
+
+WRONG_CLASS = [  # (label, replies, phase)
+    ("250 to DATA", {"DATA": "250 2.0.0 sure, whatever"}, "data"),
+    ("354 to RCPT", {"RCPT": "354 go on"}, "rcpt"),
+    ("354 to MAIL", {"MAIL": "354 go on"}, "mail"),
+    ("354 to the end of data", {"DOT": "354 more please"}, "dot"),
+]
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one at a time", "pipelined"])
+@pytest.mark.parametrize(
+    ("label", "replies", "phase"), WRONG_CLASS, ids=[w[0] for w in WRONG_CLASS]
+)
+async def test_reply_of_the_wrong_class_is_never_an_outcome(
+    scripted: StartScripted,
+    pipelining: bool,
+    label: str,
+    replies: dict[str, str],
+    phase: Phase,
+) -> None:
+    # A 250 to DATA must not read as "delivered": the content was never sent.
+    extensions = ("PIPELINING",) if pipelining else ()
+    server = await scripted(respond(Dialect(extensions=extensions, replies=replies)))
+    with pytest.raises(UnexpectedReply) as caught:
+        await run_session(server)
+    assert (caught.value.phase, caught.value.kind) == (phase, LastError.UNEXPECTED_REPLY)
+    assert "which is no answer to it" in str(caught.value)
+    if phase != "dot":
+        assert server.conns[0].messages == []
+
+
+async def test_cancelled_step_closes_the_session(scripted: StartScripted) -> None:
+    server = await scripted(respond(Dialect(silent_at="MAIL")))
+    session = await connect(server.address)
+    await session.ehlo("client.example.org")
+    sending = asyncio.ensure_future(session.send(ENVELOPE, b"x"))
+    await server.conns[0].silent.wait()  # the server has read MAIL FROM and says nothing
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert session.closed  # half a command on the wire: the session cannot be reused
