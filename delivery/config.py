@@ -65,8 +65,12 @@ def sqlite_path(url: str, /) -> Path:
     return Path(url.removeprefix(SQLITE_SCHEME))
 
 
-def host_port(text: str, /, *, default_port: int | None = None) -> tuple[str, int]:
+def host_port(
+    text: str, /, *, default_port: int | None = None, allow_port_zero: bool = False
+) -> tuple[str, int]:
     """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts.
+
+    ``allow_port_zero`` is for listen addresses: port 0 asks the system for a free port.
 
     >>> host_port("127.0.0.1:8080"), host_port("[::1]:25"), host_port("127.0.0.1", default_port=53)
     (('127.0.0.1', 8080), ('::1', 25), ('127.0.0.1', 53))
@@ -82,7 +86,8 @@ def host_port(text: str, /, *, default_port: int | None = None) -> tuple[str, in
         if default_port is None:
             raise ValueError(f"{text!r} has no port: write host:port, e.g. 127.0.0.1:8080")
         return host, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    lowest = 0 if allow_port_zero else 1
+    if not port.isdigit() or not lowest <= int(port) < 65536:
         raise ValueError(f"{text!r} has an invalid port {port!r}")
     if not host:
         raise ValueError(f"{text!r} has no host")
@@ -94,7 +99,7 @@ class _Section(BaseModel):
 
 
 def _listen(value: str) -> str:
-    host_port(value)
+    host_port(value, allow_port_zero=True)
     return value
 
 

@@ -1,5 +1,6 @@
 """Test-suite wiring: each area's fixtures live in a plugin module of its own."""
 
 pytest_plugins = [
+    "tests.plugins.api",
     "tests.plugins.registry",
 ]

@@ -174,6 +174,11 @@ def test_host_port(text: str, expected: tuple[str, int]) -> None:
     assert config.host_port(text) == expected
 
 
+def test_listen_addresses_may_ask_for_a_free_port(tmp_path: Path) -> None:
+    settings = config.load(write(tmp_path, '[api]\nlisten = "127.0.0.1:0"\n'), environ={})
+    assert config.host_port(settings.api.listen, allow_port_zero=True) == ("127.0.0.1", 0)
+
+
 @pytest.mark.parametrize("text", ["127.0.0.1:0", "127.0.0.1:x", ":25", "[::1]"])
 def test_host_port_rejects(text: str) -> None:
     with pytest.raises(ValueError):
