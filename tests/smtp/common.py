@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from delivery.smtp.session import SmtpSession, Timeouts
-from tests.smtp.pki import MX_NAME
 
+MX_NAME = "mx1.example.test"
 MX_IP = "127.0.0.2"
 SOURCE_IP = "127.0.0.5"
 

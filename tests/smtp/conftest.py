@@ -1,41 +1,59 @@
-"""Fixtures of the SMTP client tests: a test PKI, aiosmtpd receivers, scripted servers.
+"""Fixtures of the SMTP client tests: the harness CA and receivers, and scripted servers.
 
 Servers listen on MX_IP (a loopback address of their own) and port 0, so tests run in
-parallel; every server is stopped when its test ends.
+parallel; every server is stopped when its test ends. Real-server tests use the harness
+(`delivery.harness.smtp_server.SmtpReceiver`, `delivery.harness.certs.CertFactory`);
+`tests.smtp.servers.ScriptedServer` plays what the harness does not model on purpose.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.smtp.common import MX_IP
-from tests.smtp.pki import MX_NAME, Pki, make_pki
-from tests.smtp.servers import AiosmtpdMx, Behaviour, ScriptedServer
+from delivery.harness import certs, smtp_server
+from tests.smtp.common import MX_IP, MX_NAME
+from tests.smtp.servers import Behaviour, ScriptedServer
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(Path(tmp_path_factory.mktemp("pki")))
+def cert_factory() -> certs.CertFactory:
+    """The harness CA and the certificates it issued, once per test session."""
+    return certs.CertFactory()
+
+
+@pytest.fixture(scope="session")
+def ca_file(cert_factory: certs.CertFactory, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The harness CA as a PEM file: the extra trust anchor of `tls.pkix_context`."""
+    return str(cert_factory.write_ca(tmp_path_factory.mktemp("ca") / "ca.pem"))
 
 
 @pytest.fixture
-async def aiosmtpd_mx() -> AsyncIterator[Callable[..., Awaitable[AiosmtpdMx]]]:
-    """Start an aiosmtpd receiver: ``await aiosmtpd_mx(tls_context=..., reject={...})``."""
-    started: list[AiosmtpdMx] = []
+def server_context(cert_factory: certs.CertFactory) -> ssl.SSLContext:
+    """A server context presenting a valid certificate for MX_NAME (for scripted servers)."""
+    return cert_factory.credential(MX_NAME, "valid").server_context()
 
-    async def start(**options: Any) -> AiosmtpdMx:
-        mx = AiosmtpdMx(MX_IP, hostname=MX_NAME, **options)
-        await mx.start()
-        started.append(mx)
-        return mx
+
+@pytest.fixture
+async def make_mx(
+    cert_factory: certs.CertFactory,
+) -> AsyncIterator[Callable[..., Awaitable[smtp_server.SmtpReceiver]]]:
+    """Start a harness receiver for MX_NAME: ``await make_mx(tls="expired", script=...)``."""
+    started: list[smtp_server.SmtpReceiver] = []
+
+    async def start(**options: Any) -> smtp_server.SmtpReceiver:
+        options.setdefault("factory", cert_factory)
+        receiver = smtp_server.SmtpReceiver(MX_NAME, host=MX_IP, port=0, **options)
+        await receiver.start()
+        started.append(receiver)
+        return receiver
 
     yield start
-    for mx in started:
-        await mx.stop()
+    for receiver in started:
+        await receiver.stop()
 
 
 @pytest.fixture

@@ -1,15 +1,13 @@
-"""Test servers for the SMTP client: a real aiosmtpd receiver, and a scripted one.
-
-`AiosmtpdMx` runs aiosmtpd's SMTP protocol in the test's own event loop on a
-loopback address and port 0, optionally with STARTTLS, and records each
-message it accepts (`received`).
+"""A scripted SMTP server for the client tests: what the harness receivers do not model.
 
 `ScriptedServer` runs a behaviour coroutine per connection over a `Conn` that
 records every command line and which read ("chunk") it arrived in, so tests
 can tell a pipelined group from one-at-a-time commands. `respond` is a small
 configurable SMTP/LMTP responder; the other named behaviours are the
-misbehaviours aiosmtpd cannot produce (garbage, silence, endless lines,
-closing mid-DATA, tampering around STARTTLS).
+misbehaviours the harness receivers do not produce on purpose (garbage,
+silence, endless lines, closing mid-DATA, tampering around STARTTLS, wrong
+reply classes) plus LMTP's per-recipient replies and a record of which read
+each command came in (pipelining).
 """
 
 from __future__ import annotations
@@ -19,110 +17,6 @@ import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiosmtpd.smtp import SMTP
-
-# -- aiosmtpd ------------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    """One message aiosmtpd accepted."""
-
-    mail_from: str
-    rcpt_tos: list[str]
-    content: bytes
-    peer: tuple[str, int]
-    tls: bool
-    mail_options: list[str]
-
-
-class _Handler:
-    def __init__(self, extra_ehlo: tuple[str, ...], reject: dict[str, str]) -> None:
-        self.extra_ehlo, self.reject = extra_ehlo, reject
-        self.received: list[Received] = []
-        self.connections = 0
-        self.rsets = 0
-
-    async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        return responses[:-1] + [f"250-{ext}" for ext in self.extra_ehlo] + responses[-1:]
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if address in self.reject:
-            return self.reject[address]
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
-
-    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
-        self.rsets += 1
-        return "250 2.0.0 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.received.append(
-            Received(
-                mail_from=envelope.mail_from,
-                rcpt_tos=list(envelope.rcpt_tos),
-                content=envelope.original_content,
-                peer=session.peer,
-                tls=session.ssl is not None,
-                mail_options=list(envelope.mail_options),
-            )
-        )
-        return "250 2.0.0 queued"
-
-
-class AiosmtpdMx:
-    """aiosmtpd on `host`:0 in the running loop; `address` after `start`."""
-
-    def __init__(
-        self,
-        host: str,
-        *,
-        hostname: str,
-        tls_context: ssl.SSLContext | None = None,
-        extra_ehlo: tuple[str, ...] = (),
-        reject: dict[str, str] | None = None,
-    ) -> None:
-        self.host, self.hostname, self.tls_context = host, hostname, tls_context
-        self.handler = _Handler(extra_ehlo, reject or {})
-        self.address: tuple[str, int] = (host, 0)
-        self._server: asyncio.Server | None = None
-
-    @property
-    def received(self) -> list[Received]:
-        return self.handler.received
-
-    def _protocol(self) -> SMTP:
-        self.handler.connections += 1
-        return SMTP(
-            self.handler,
-            hostname=self.hostname,
-            tls_context=self.tls_context,
-            enable_SMTPUTF8=True,
-            decode_data=False,
-        )
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, self.host, 0)
-        self.address = self._server.sockets[0].getsockname()[:2]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            # aiosmtpd sessions end when their client closes; don't wait for stragglers.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1):
-                    await self._server.wait_closed()
-
-
-# -- scripted ------------------------------------------------------------------------------
 
 
 class Conn:

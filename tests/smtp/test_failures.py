@@ -22,8 +22,7 @@ from delivery.smtp.errors import (
 )
 from delivery.smtp.esmtp import Envelope, Recipient
 from delivery.smtp.reply import MAX_REPLY_LINE_BYTES, MAX_REPLY_LINES
-from tests.smtp.common import MX_IP, SOURCE_IP, TIMEOUTS, connect
-from tests.smtp.pki import MX_NAME
+from tests.smtp.common import MX_IP, MX_NAME, SOURCE_IP, TIMEOUTS, connect
 from tests.smtp.servers import (
     Behaviour,
     Dialect,

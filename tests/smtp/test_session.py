@@ -1,4 +1,4 @@
-"""Client sessions against a real aiosmtpd receiver (and scripted servers where aiosmtpd can't)."""
+"""Client sessions against harness receivers (and scripted servers for what they do not model)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from delivery.errors import LastError
+from delivery.harness.smtp_script import Extensions
+from delivery.harness.smtp_server import SmtpReceiver
 from delivery.smtp.errors import InvalidArgument, UnexpectedReply
 from delivery.smtp.esmtp import Envelope, Recipient
 from delivery.smtp.session import SmtpSession
-from tests.smtp.common import MX_IP, SOURCE_IP, TIMEOUTS, connect
-from tests.smtp.pki import MX_NAME
-from tests.smtp.servers import AiosmtpdMx, Behaviour, Dialect, ScriptedServer, idle_421, respond
+from tests.smtp.common import MX_IP, MX_NAME, SOURCE_IP, TIMEOUTS, connect
+from tests.smtp.servers import Behaviour, Dialect, ScriptedServer, idle_421, respond
 
-StartMx = Callable[..., Awaitable[AiosmtpdMx]]
+MakeMx = Callable[..., Awaitable[SmtpReceiver]]
 StartScripted = Callable[[Behaviour], Awaitable[ScriptedServer]]
 
 ENVELOPE = Envelope("sender@example.org", (Recipient("rcpt@example.com"),))
@@ -26,8 +27,8 @@ def normalised(body: bytes) -> bytes:
     return body if not body or body.endswith(b"\r\n") else body + b"\r\n"
 
 
-async def test_plain_delivery(aiosmtpd_mx: StartMx) -> None:
-    mx = await aiosmtpd_mx()
+async def test_plain_delivery(make_mx: MakeMx) -> None:
+    mx = await make_mx()
     session = await connect(mx.address)
     assert session.greeting is not None and session.greeting.code == 220
     await session.ehlo("client.example.org")
@@ -38,23 +39,23 @@ async def test_plain_delivery(aiosmtpd_mx: StartMx) -> None:
     assert session.closed and not session.is_tls
     [message] = mx.received
     assert (message.mail_from, message.rcpt_tos) == ("sender@example.org", ["rcpt@example.com"])
-    assert message.content == b"Subject: hello\r\n\r\nHello.\r\n"
-    assert not message.tls
+    assert message.body == b"Subject: hello\r\n\r\nHello.\r\n"
+    assert message.tls is None and message.ehlo == "client.example.org"
 
 
-async def test_ehlo_extensions(aiosmtpd_mx: StartMx) -> None:
-    mx = await aiosmtpd_mx(extra_ehlo=("PIPELINING", "DSN", "ENHANCEDSTATUSCODES"))
+async def test_ehlo_extensions(make_mx: MakeMx) -> None:
+    mx = await make_mx(extensions=Extensions(size=10240000, chunking=True))
     async with await connect(mx.address) as session:
         reply = await session.ehlo("client.example.org")
-        assert reply.lines[0] == MX_NAME
+        assert reply.lines[0] == f"{MX_NAME} greets client.example.org"
         assert session.extensions == {
-            "SIZE": "33554432",
-            "8BITMIME": "",
-            "SMTPUTF8": "",
             "PIPELINING": "",
-            "DSN": "",
+            "SIZE": "10240000",
             "ENHANCEDSTATUSCODES": "",
-            "HELP": "",
+            "8BITMIME": "",
+            "DSN": "",
+            "SMTPUTF8": "",
+            "CHUNKING": "",
         }
         assert session.supports("pipelining") and session.supports("SIZE")
         assert not session.supports("STARTTLS") and not session.supports("REQUIRETLS")
@@ -109,8 +110,8 @@ async def test_greeting_refused_is_classified_and_quits(scripted: StartScripted)
     assert server.conns[0].lines == ["QUIT"]
 
 
-async def test_source_ip_binding(aiosmtpd_mx: StartMx) -> None:
-    mx = await aiosmtpd_mx()
+async def test_source_ip_binding(make_mx: MakeMx) -> None:
+    mx = await make_mx()
     async with await connect(mx.address, source_ip=SOURCE_IP) as session:
         assert session.local_ip == SOURCE_IP and session.remote_ip == MX_IP
         await session.ehlo("client.example.org")
@@ -118,8 +119,8 @@ async def test_source_ip_binding(aiosmtpd_mx: StartMx) -> None:
     assert mx.received[0].peer[0] == SOURCE_IP
 
 
-async def test_rset_reuses_the_connection_for_a_second_message(aiosmtpd_mx: StartMx) -> None:
-    mx = await aiosmtpd_mx()
+async def test_rset_reuses_the_connection_for_a_second_message(make_mx: MakeMx) -> None:
+    mx = await make_mx()
     async with await connect(mx.address) as session:
         await session.ehlo("client.example.org")
         await session.send(ENVELOPE, b"first")
@@ -127,8 +128,8 @@ async def test_rset_reuses_the_connection_for_a_second_message(aiosmtpd_mx: Star
         second = Envelope("other@example.org", (Recipient("rcpt2@example.com"),))
         result = await session.send(second, b"second")
         assert result.final[0][1].code == 250
-    assert mx.handler.connections == 1 and mx.handler.rsets == 1
-    assert [(m.mail_from, m.content) for m in mx.received] == [
+    assert mx.connections == 1 and mx.commands.count("RSET") == 1
+    assert [(m.mail_from, m.body) for m in mx.received] == [
         ("sender@example.org", b"first\r\n"),
         ("other@example.org", b"second\r\n"),
     ]
@@ -147,16 +148,20 @@ SMUGGLING_BODIES = [
 
 
 @pytest.mark.parametrize("body", SMUGGLING_BODIES)
-async def test_bare_cr_lf_and_dots_arrive_as_one_message(aiosmtpd_mx: StartMx, body: bytes) -> None:
-    mx = await aiosmtpd_mx()
+async def test_bare_cr_lf_and_dots_arrive_as_one_message(make_mx: MakeMx, body: bytes) -> None:
+    mx = await make_mx()
     async with await connect(mx.address) as session:
         await session.ehlo("client.example.org")
         result = await session.send(ENVELOPE, body)
         assert result.final[0][1].code == 250
         await session.reset()  # still in step with the server after the message
     [message] = mx.received
-    assert message.content == normalised(body)
+    assert message.body == normalised(body)
     assert message.mail_from == "sender@example.org"
+    assert [c.split(":")[0] for c in mx.commands if c.startswith(("MAIL", "RCPT"))] == [
+        "MAIL FROM",
+        "RCPT TO",
+    ]
 
 
 async def test_only_ip_literals_are_connected_to() -> None:

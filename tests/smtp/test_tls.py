@@ -8,17 +8,16 @@ from typing import Any
 import pytest
 
 from delivery.smtp import tls
-from tests.smtp.pki import Pki
 
 
-def test_pkix_context_settings_and_cache(pki: Pki) -> None:
-    context = tls.pkix_context(pki.ca_file)
-    assert context is tls.pkix_context(pki.ca_file)  # built once
+def test_pkix_context_settings_and_cache(ca_file: str) -> None:
+    context = tls.pkix_context(ca_file)
+    assert context is tls.pkix_context(ca_file)  # built once
     assert context.check_hostname and context.verify_mode is ssl.CERT_REQUIRED
     assert context.minimum_version is ssl.TLSVersion.TLSv1_2
     # The extra CA is trusted in addition to the system store, not instead of it.
     subjects = [repr(ca["subject"]) for ca in context.get_ca_certs()]
-    assert any("'test root CA'" in subject for subject in subjects)
+    assert any("'delivery harness root CA'" in subject for subject in subjects)
     assert tls.pkix_context(None) is not context
 
 

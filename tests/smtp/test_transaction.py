@@ -7,16 +7,17 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from delivery.errors import LastError
+from delivery.harness.smtp_script import Extensions
+from delivery.harness.smtp_server import SmtpReceiver
 from delivery.smtp import tls
 from delivery.smtp.errors import ExtensionNotOffered, InvalidArgument
 from delivery.smtp.esmtp import Envelope, Recipient
 from delivery.smtp.reply import Reply
 from delivery.smtp.session import MAX_RECIPIENTS_PER_TRANSACTION, TransactionResult
-from tests.smtp.common import connect
-from tests.smtp.pki import MX_NAME, Pki
-from tests.smtp.servers import AiosmtpdMx, Behaviour, Dialect, ScriptedServer, respond
+from tests.smtp.common import MX_NAME, connect
+from tests.smtp.servers import Behaviour, Dialect, ScriptedServer, respond
 
-StartMx = Callable[..., Awaitable[AiosmtpdMx]]
+MakeMx = Callable[..., Awaitable[SmtpReceiver]]
 StartScripted = Callable[[Behaviour], Awaitable[ScriptedServer]]
 
 TWO = Envelope("s@example.org", (Recipient("good@example.com"), Recipient("bad@example.com")))
@@ -152,24 +153,40 @@ RICH = Envelope(
 )
 
 
-async def test_parameters_sent_when_offered(scripted: StartScripted, pki: Pki) -> None:
-    offered = ("STARTTLS", "SIZE 1000000", "8BITMIME", "SMTPUTF8", "DSN", "REQUIRETLS")
-    server = await scripted(respond(Dialect(extensions=offered, tls_context=pki.leaves["valid"])))
-    async with await connect(server.address) as session:
+async def test_parameters_sent_when_offered(make_mx: MakeMx, ca_file: str) -> None:
+    mx = await make_mx(tls="valid", extensions=Extensions(size=1000000, requiretls=True))
+    async with await connect(mx.address) as session:
         await session.ehlo("client.example.org")
-        await session.starttls(
-            tls.pkix_context(pki.ca_file), server_hostname=MX_NAME, timeout_ms=5000
-        )
-        await session.ehlo("client.example.org")
+        await session.starttls(tls.pkix_context(ca_file), server_hostname=MX_NAME, timeout_ms=5000)
+        await session.ehlo("client.example.org")  # REQUIRETLS is announced inside TLS only
         result = await session.send(RICH, b"body")
         assert result.final[0][1].code == 250
-    lines = server.conns[0].lines
-    mail = "MAIL FROM:<s@example.org> SIZE=6 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=queue-id-1"
-    assert f"{mail} REQUIRETLS" in lines
-    assert "RCPT TO:<rcpt@example.com> NOTIFY=FAILURE,DELAY ORCPT=rfc822;rcpt@example.com" in lines
+    [message] = mx.received
+    assert dict(message.mail_params) == {
+        "SIZE": "6",
+        "BODY": "8BITMIME",
+        "SMTPUTF8": None,
+        "RET": "HDRS",
+        "ENVID": "queue-id-1",
+        "REQUIRETLS": None,
+    }
+    assert dict(message.rcpts[0].params) == {
+        "NOTIFY": "FAILURE,DELAY",
+        "ORCPT": "rfc822;rcpt@example.com",
+    }
 
 
-async def test_parameters_not_sent_when_not_offered(scripted: StartScripted) -> None:
+async def test_parameters_not_sent_when_not_offered(make_mx: MakeMx) -> None:
+    # This receiver refuses (555) any parameter of an extension it did not announce.
+    bare = Extensions(
+        pipelining=False,
+        size=None,
+        eightbitmime=False,
+        smtputf8=False,
+        dsn=False,
+        enhancedstatuscodes=False,
+    )
+    mx = await make_mx(extensions=bare)
     envelope = Envelope(
         "s@example.org",
         (Recipient("rcpt@example.com", ("NEVER",), "rcpt@example.com"),),
@@ -177,20 +194,22 @@ async def test_parameters_not_sent_when_not_offered(scripted: StartScripted) -> 
         dsn_ret="FULL",
         dsn_envid="queue-id-1",
     )
-    server = await scripted(respond(Dialect()))
-    await deliver(server, envelope)
-    assert server.conns[0].lines[1:3] == ["MAIL FROM:<s@example.org>", "RCPT TO:<rcpt@example.com>"]
-
-
-async def test_size_and_8bitmime_to_aiosmtpd(aiosmtpd_mx: StartMx) -> None:
-    mx = await aiosmtpd_mx()
     async with await connect(mx.address) as session:
         await session.ehlo("client.example.org")
-        await session.send(
-            Envelope("s@x.org", (Recipient("r@y.org"),), body_8bit=True), "héllo".encode()
-        )
-    assert mx.received[0].mail_options == ["SIZE=8", "BODY=8BITMIME"]
-    assert mx.received[0].content == "héllo\r\n".encode()
+        result = await session.send(envelope, b"x")
+    assert [r.code for _, r in result.per_recipient()] == [250]
+    assert mx.commands[1:3] == ["MAIL FROM:<s@example.org>", "RCPT TO:<rcpt@example.com>"]
+    assert dict(mx.received[0].mail_params) == {} and dict(mx.received[0].rcpts[0].params) == {}
+
+
+async def test_size_counts_octets_of_the_normalised_body(make_mx: MakeMx) -> None:
+    mx = await make_mx()
+    async with await connect(mx.address) as session:
+        await session.ehlo("client.example.org")
+        envelope = Envelope("s@x.org", (Recipient("r@y.org"),), body_8bit=True)
+        await session.send(envelope, "héllo\n".encode())  # 6 octets + CRLF, not 5 characters
+    assert dict(mx.received[0].mail_params) == {"SIZE": "8", "BODY": "8BITMIME"}
+    assert mx.received[0].body == "héllo\r\n".encode()
 
 
 @pytest.mark.parametrize(
@@ -208,17 +227,14 @@ async def test_size_and_8bitmime_to_aiosmtpd(aiosmtpd_mx: StartMx) -> None:
     ids=["REQUIRETLS in clear text", "SMTPUTF8 not offered", "REQUIRETLS not offered over TLS"],
 )
 async def test_required_extension_missing_sends_nothing(
-    scripted: StartScripted,
-    pki: Pki,
+    make_mx: MakeMx,
     envelope: Envelope,
     tls_on: bool,
     extension: str,
     kind: LastError,
 ) -> None:
-    server = await scripted(
-        respond(Dialect(extensions=("STARTTLS",), tls_context=pki.leaves["valid"]))
-    )
-    async with await connect(server.address) as session:
+    mx = await make_mx(tls="valid", extensions=Extensions(smtputf8=False))
+    async with await connect(mx.address) as session:
         await session.ehlo("client.example.org")
         if tls_on:
             await session.starttls(
@@ -227,12 +243,9 @@ async def test_required_extension_missing_sends_nothing(
             await session.ehlo("client.example.org")
         with pytest.raises(ExtensionNotOffered) as caught:
             await session.send(envelope, b"x")
-    assert (caught.value.extension, caught.value.kind, caught.value.phase) == (
-        extension,
-        kind,
-        "mail",
-    )
-    assert not any(line.startswith("MAIL") for line in server.conns[0].lines)
+    error = caught.value
+    assert (error.extension, error.kind, error.phase) == (extension, kind, "mail")
+    assert not any(command.startswith("MAIL") for command in mx.commands)
 
 
 async def test_too_many_recipients_refused_before_sending(scripted: StartScripted) -> None:
