@@ -1,1 +1,10 @@
-"""smtp."""
+"""Outbound SMTP/LMTP client: mechanisms the engine sequences, never policy.
+
+Modules (import the module, not its names):
+    reply    `Reply` and the incremental, capped `ReplyParser` (pure)
+    esmtp    EHLO extensions, `Envelope`/`Recipient`, MAIL/RCPT parameters (pure)
+    data     `prepare_data`: CRLF normalisation and dot-stuffing, smuggling-proof (pure)
+    tls      cached PKIX / unverified client contexts, `peer_chain`, `tls_info`
+    session  `SmtpSession`: connect, EHLO, STARTTLS, pipelined transaction, RSET, QUIT
+    errors   the classified `AttemptError`s each step raises
+"""

@@ -37,8 +37,9 @@ parsed when more bytes arrive, so the replies to a pipelined group (RFC 2920)
 are lost or stall; `start_tls` does not clear its buffer after the 220, so
 bytes injected in clear text would be read as the first reply inside TLS; a
 reply is capped per line but not in lines or total size, and a multiline reply
-whose codes disagree is accepted; `execute_data_command` raises on a non-250
-end-of-data reply, so LMTP's one-reply-per-recipient cannot be read. Those
+whose codes disagree is accepted; `execute_data_command` reads one reply
+after the content and raises unless it is 250, so LMTP's one reply per
+recipient cannot be read. Per-phase timeouts and source binding it has. Those
 are the essentials of this layer (pipelining, per-recipient results,
 injection safety, caps), so the wire protocol here is a small asyncio
 Protocol driving the pure `ReplyParser`, and TLS uses `loop.start_tls`.
@@ -261,6 +262,11 @@ def _seconds(ms: int) -> str:
     return f"{ms / 1000:g}s"
 
 
+def _peer_label(server_name: str, ip: str, port: int) -> str:
+    """The peer as Postfix names it: ``mx.example.com[192.0.2.1]``, plus :port if not 25."""
+    return f"{server_name}[{ip}]" + (f":{port}" if port != 25 else "")
+
+
 class SmtpSession:
     """One SMTP/LMTP client connection to one IP address. Create with `connect`.
 
@@ -289,7 +295,7 @@ class SmtpSession:
         self.local_ip: str | None = sockname[0] if sockname else None
         self.greeting: Reply | None = None
         self.tls: smtp_tls.TlsInfo | None = None
-        self._peer = f"{server_name}[{remote_ip}]" + (f":{port}" if port != 25 else "")
+        self._peer = _peer_label(server_name, remote_ip, port)
 
     @classmethod
     async def connect(
@@ -320,7 +326,7 @@ class SmtpSession:
                     raise InvalidArgument(field, f"{value!r} is not an IP address") from None
         loop = asyncio.get_running_loop()
         wire = _Wire(loop)
-        peer = f"{server_name}[{ip}]" + (f":{port}" if port != 25 else "")
+        peer = _peer_label(server_name, ip, port)
         deadline = asyncio.timeout(timeouts.connect / 1000)
         try:
             async with deadline:
