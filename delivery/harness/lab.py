@@ -276,6 +276,10 @@ class Lab:
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         scenario = self.scenario
+        self.receivers.clear()
+        self.addresses.clear()
+        self.policy_addresses.clear()
+        self.policy_server = None
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="delivery-harness-"))
             stack.callback(self._forget_workdir)
@@ -314,24 +318,26 @@ class Lab:
             if domain.mta_sts is None:
                 continue
             if domain.mta_sts.down:
-                address = self.pool.take()
-                with contextlib.suppress(PermissionError):  # then nothing can listen there
-                    stack.callback(loopback.bind_tcp(address, self.policy_port).close)
+                # An address whose policy port is bound but never listening: refused.
+                address, reserved = self._bind_policy_port()
+                stack.callback(reserved.close)
                 self.policy_addresses[domain.name] = address
             else:
                 policies[domain.name] = domain.mta_sts.policy
         if not policies:
             return
-        address = self.pool.take()
-        try:
-            sock = loopback.bind_tcp(address, self.policy_port)
-        except PermissionError:
-            sock = loopback.bind_tcp(address, 0)  # settings_toml warns about the port
+        address, sock = self._bind_policy_port()
         stack.callback(sock.close)
         for name in policies:
             self.policy_addresses[name] = address
         self.policy_server = mtasts_server.PolicyServer(policies, factory=self.factory, sock=sock)
         await stack.enter_async_context(self.policy_server)
+
+    def _bind_policy_port(self) -> tuple[str, socket.socket]:
+        try:
+            return self.pool.bind(self.policy_port)
+        except PermissionError:
+            return self.pool.bind(0)  # settings_toml warns that senders cannot reach it
 
     def _forget_workdir(self) -> None:
         if self._own_workdir and self._workdir is not None:

@@ -19,7 +19,6 @@ need the addresses configured first (a bind failure says so).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import socket
@@ -115,19 +114,37 @@ class LoopbackPool:
 
         :raises OSError: the block is exhausted.
         """
+        host, sock = self.bind(0)
+        sock.close()
+        return host
+
+    def bind(self, port: int) -> tuple[str, socket.socket]:
+        """The next address where ``port`` can be bound, and the socket bound there.
+
+        Addresses where the port is taken (another run of the suite, say) are skipped.
+
+        :raises PermissionError: ``port`` is privileged and we may not bind it.
+        :raises OSError: the block is exhausted.
+        """
         while True:
-            third, fourth = self._next
-            if third > 255:
-                raise OSError(errno.EADDRNOTAVAIL, f"loopback block 127.{self.block}/16 is used up")
-            if fourth < LAST_HOST_OCTET:
-                self._next = (third, fourth + 1)
-            else:
-                self._next = (third + 1, FIRST_HOST_OCTET)
-            host = f"127.{self.block}.{third}.{fourth}"
-            with contextlib.suppress(OSError):
-                bind_tcp(host, 0).close()
-                return host
+            host = self._advance()
+            try:
+                return host, bind_tcp(host, port)
+            except PermissionError:
+                raise
+            except OSError:
+                continue
 
     def take_many(self, count: int) -> list[str]:
         """``count`` addresses from `take`."""
         return [self.take() for _ in range(count)]
+
+    def _advance(self) -> str:
+        third, fourth = self._next
+        if third > 255:
+            raise OSError(errno.EADDRNOTAVAIL, f"loopback block 127.{self.block}/16 is used up")
+        if fourth < LAST_HOST_OCTET:
+            self._next = (third, fourth + 1)
+        else:
+            self._next = (third + 1, FIRST_HOST_OCTET)
+        return f"127.{self.block}.{third}.{fourth}"
