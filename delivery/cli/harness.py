@@ -157,24 +157,20 @@ def _describe(message: smtp_dialogue.ReceivedMessage) -> str:
 
 def _table(the_lab: lab.Lab) -> Table:
     table = Table(title=f"harness lab {the_lab.scenario.name}", title_justify="left")
-    for column in ("MX host", "address", "TLS mode", "conns", "TLS", "messages", "last message"):
-        table.add_column(column, overflow="fold")
+    for column in ("MX host", "address", "TLS mode", "conns", "TLS ok", "TLS failed", "msgs"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("last message", overflow="fold")
     for name, address in the_lab.addresses.items():
+        where = f"{address}:{the_lab.smtp_port}"
         receiver = the_lab.receivers.get(name)
         if receiver is None:
-            table.add_row(name, f"{address}:{the_lab.smtp_port}", "down", "-", "-", "-", "")
+            table.add_row(name, where, "down", "-", "-", "-", "-", "")
             continue
-        tls_sessions = sum(1 for session in receiver.sessions if session.tls is not None)
+        tls_ok = sum(1 for session in receiver.sessions if session.tls is not None)
+        tls_failed = sum(1 for session in receiver.sessions if session.tls_error is not None)
         last = _describe(receiver.received[-1]) if receiver.received else ""
-        table.add_row(
-            name,
-            f"{address}:{the_lab.smtp_port}",
-            receiver.tls_mode,
-            str(receiver.connections),
-            str(tls_sessions),
-            str(len(receiver.received)),
-            last,
-        )
+        counts = (receiver.connections, tls_ok, tls_failed, len(receiver.received))
+        table.add_row(name, where, receiver.tls_mode, *(str(n) for n in counts), last)
     dns_host, dns_port = the_lab.dns.address
     caption = f"DNS {dns_host}:{dns_port}: {len(the_lab.dns.queries)} queries"
     if the_lab.policy_server is not None:

@@ -629,18 +629,25 @@ class _Parser:
             seen[host.ip] = host.name
 
     def check_placement(self, scenario: Scenario) -> None:
-        """Every fault and extra record must fall inside a zone the scenario serves."""
+        """Every fault and extra record falls inside a served zone; every record is valid."""
         origins = scenario.zone_origins()
         for domain in scenario.domains:
             table = f'domains."{domain.name}"'
             for name in domain.faults:
                 if zone_of(name, origins) is None:
                     raise ScenarioError(self.source, table, "faults", f"{name} is in no zone")
-            for record in domain.records:
-                if zone_of(record.name.rstrip("."), origins) is None:
+            for index, record in enumerate(domain.records):
+                zone = zone_of(record.name.rstrip("."), origins)
+                if zone is None:
                     raise ScenarioError(
                         self.source, table, "records", f"{record.name} is in no zone"
                     )
+                try:  # compiling the zone checks the rdata as the DNS server will read it
+                    dns_server.DnsServer([dns_server.ZoneSpec(f"{zone}.", records=(record,))])
+                except ValueError as exc:
+                    raise ScenarioError(
+                        self.source, f"{table}.records[{index}]", "value", str(exc)
+                    ) from exc
 
 
 def _tlsa_origin(text: str) -> TlsaOrigin:

@@ -92,6 +92,13 @@ ERROR_CASES = [  # (label, scenario text, table, key, words of the reason)
         "type",
         "is required",
     ),
+    (
+        "record rdata",
+        A + 'records = [{ name = "a.test", type = "MX", value = "ten mx.a.test." }]',
+        f"{D}.records[0]",
+        "value",
+        "bad record",
+    ),
     ("null MX and MX hosts", A + "null_mx = true\n" + MX, D, "null_mx", "cannot have other MX"),
     ("MX listed twice", MX + MX, D, "mx", "twice"),
     ("implicit MX elsewhere", MX + "implicit = true", D, "mx", "must be named a.test"),
