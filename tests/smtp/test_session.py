@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -178,3 +180,9 @@ async def test_unsolicited_reply_before_a_command_is_classified(scripted: StartS
         await session.send(ENVELOPE, b"x")
     assert caught.value.phase == "mail" and caught.value.reply is not None
     assert caught.value.reply.code == 421 and session.closed
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_timeouts_must_be_positive_milliseconds(bad: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        dataclasses.replace(TIMEOUTS, rcpt_to=bad)
