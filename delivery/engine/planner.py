@@ -6,8 +6,10 @@ lookups; this module turns those values into frozen plan values that explain the
 the attempt, the logs and ``delivery explain``:
 
     plan_recipient(snapshot, route=, schedule=)       RecipientPlan: route, schedule, queue
-    plan_host(snapshot, policy, mx=, ..., tls=)        HostPlan: connection and TLS strategy,
-                                                       and the per-host TLS plan (policy/tls.py)
+    select_connection(snapshot, value)                 the connection strategy (source address,
+                                                       EHLO name, timeouts) of one host
+    plan_host(snapshot, policy, mx=, ..., tls=)        HostPlan: the TLS strategy and the
+                                                       per-host TLS plan (policy/tls.py)
     mx_hosts(domain, mx_result, max_hosts=, rng=)      the MX hosts to try, in order, or the
                                                        Failure that ends the domain (RFC 5321
                                                        §5.1, RFC 7505)
@@ -43,8 +45,10 @@ from typing import Generic, Literal, TypeVar, assert_never
 from delivery import expr
 from delivery.dns.result import DnsResult, Lookup, MxRecord, is_null_mx
 from delivery.engine import outcome
+from delivery.engine import schedule as timing
 from delivery.errors import LastError
 from delivery.policy import tls as tls_policy
+from delivery.queue import model
 from delivery.registry import snapshot as registry
 
 __all__ = [
@@ -56,9 +60,13 @@ __all__ = [
     "address_families",
     "host_addresses",
     "mx_hosts",
+    "new_recipient",
     "plan_host",
     "plan_recipient",
+    "select_connection",
+    "select_schedule",
     "source_address",
+    "timing_of",
 ]
 
 DEFAULT_NAME = "default"
@@ -172,16 +180,34 @@ def _select(
     return Selection(expression, result, name, not found, find(name))
 
 
+def select_schedule(
+    snapshot: registry.Snapshot, result: expr.Value, /
+) -> Selection[registry.DeliverySchedule]:
+    """select_schedule - the delivery schedule the ``schedule`` expression returned."""
+    return _select(snapshot, "schedule", result, snapshot.schedule)
+
+
 def plan_recipient(
     snapshot: registry.Snapshot, /, *, route: expr.Value, schedule: expr.Value
 ) -> RecipientPlan:
     """plan_recipient - the route, schedule and virtual queue the rcpt expressions returned."""
-    chosen_schedule = _select(snapshot, "schedule", schedule, snapshot.schedule)
+    chosen_schedule = select_schedule(snapshot, schedule)
     return RecipientPlan(
         route=_select(snapshot, "route", route, snapshot.route),
         schedule=chosen_schedule,
         queue=snapshot.virtual_queue(chosen_schedule.value.queue),
     )
+
+
+def select_connection(
+    snapshot: registry.Snapshot, result: expr.Value, /
+) -> Selection[registry.ConnectionStrategy]:
+    """select_connection - the connection strategy the ``connection`` expression returned.
+
+    Chosen before the TLS strategy: its source address is the ``local_ip`` the ``tls``
+    expression sees (`source_address`).
+    """
+    return _select(snapshot, "connection", result, snapshot.connection_strategy)
 
 
 def plan_host(
@@ -191,34 +217,30 @@ def plan_host(
     *,
     mx: str,
     remote_ip: str,
-    connection: expr.Value,
+    connection: Selection[registry.ConnectionStrategy],
+    local_ip: str,
+    ehlo_name: str,
     tls: expr.Value,
-    hostname: str,
     relay: registry.RelayRoute | None = None,
-    rng: random.Random | None = None,
 ) -> HostPlan:
-    """plan_host - connection strategy, TLS strategy and TLS plan for one host address.
+    """plan_host - the TLS strategy and TLS plan for one host address.
 
-    :param connection: :param tls: what the host expressions returned.
-    :param hostname: the daemon's ``hostname`` setting (EHLO name when the strategy has none).
+    :param connection: the `select_connection` result.
+    :param local_ip: :param ehlo_name: from `source_address` for that strategy.
+    :param tls: what the ``tls`` expression returned.
     :param relay: the Relay route being used: its ``allowInvalidCerts`` widens the TLS
         strategy's (never narrows it; an MTA-STS or DANE policy still overrides both).
-    :param rng: picks among several source addresses of the address family (random spread).
     """
-    chosen_connection = _select(snapshot, "connection", connection, snapshot.connection_strategy)
     chosen_tls = _select(snapshot, "tls", tls, snapshot.tls_strategy)
     strategy = chosen_tls.value
     if relay is not None and relay.allow_invalid_certs and not strategy.allow_invalid_certs:
         strategy = dataclasses.replace(strategy, allow_invalid_certs=True)
-    local_ip, ehlo_name = source_address(
-        chosen_connection.value, remote_ip, hostname=hostname, rng=rng
-    )
     return HostPlan(
         mx=mx.rstrip("."),
         remote_ip=remote_ip,
         local_ip=local_ip,
         ehlo_name=ehlo_name,
-        connection=chosen_connection,
+        connection=connection,
         tls=chosen_tls,
         policy=policy,
         tls_plan=tls_policy.plan_host(strategy, policy),
@@ -355,3 +377,52 @@ def host_addresses(
             remote_host=host,
         )
     return None
+
+
+def timing_of(schedule: registry.DeliverySchedule, /) -> timing.Schedule:
+    """timing_of - the schedule arithmetic's view of an MtaDeliverySchedule."""
+    expiry: timing.Expiry
+    match schedule.expiry:
+        case registry.TtlExpiry(expire_ms):
+            expiry = timing.Ttl(expire_ms)
+        case registry.AttemptsExpiry(max_attempts):
+            expiry = timing.Attempts(max_attempts)
+        case _ as unreachable:
+            assert_never(unreachable)
+    return timing.Schedule(
+        schedule.name, schedule.queue, schedule.retry_ms, schedule.notify_ms, expiry
+    )
+
+
+def new_recipient(
+    address: str,
+    schedule: Selection[registry.DeliverySchedule],
+    /,
+    *,
+    received_at: int,
+    notify: frozenset[model.Notify] = frozenset(),
+    orcpt: str | None = None,
+) -> model.NewRecipient:
+    """new_recipient - a recipient to queue under the schedule the ``schedule`` expression chose.
+
+    Due at once (``received_at``); first delay notice and expiry from the schedule.
+
+    :raises InvalidEnvelope: a malformed address (see `model.NewRecipient`).
+    """
+    chosen = schedule.value
+    plan = timing_of(chosen)
+    return model.NewRecipient(
+        address=address,
+        queue=chosen.queue,
+        schedule=schedule.name,
+        due=received_at,
+        notify=notify,
+        orcpt=orcpt,
+        notify_due=timing.notify_at(plan, received_at=received_at, notify_num=0),
+        expires_at=timing.deadline(plan.expiry, received_at=received_at),
+        max_attempts=(
+            chosen.expiry.max_attempts
+            if isinstance(chosen.expiry, registry.AttemptsExpiry)
+            else None
+        ),
+    )

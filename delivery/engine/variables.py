@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from delivery.expr import Value
 from delivery.queue import model
 
-__all__ = ["host_variables", "rcpt_variables"]
+__all__ = ["host_variables", "new_rcpt_variables", "rcpt_variables"]
 
 
 def rcpt_variables(
@@ -68,6 +68,37 @@ def rcpt_variables(
         "received_via_port": message.received_via_port,
         "source": str(message.source),
         "size": message.size,
+    }
+
+
+def new_rcpt_variables(
+    message: model.NewMessage, address: str, /, *, recipients: Sequence[str], now: int
+) -> dict[str, Value]:
+    """new_rcpt_variables - the rcpt context of a recipient about to be queued.
+
+    For the ``schedule`` (and ``route``) expression at intake: no attempt yet (``retry_num``
+    0, ``last_error`` none), not in a queue yet (``queue_name`` ""), no expiry known yet
+    (``expires_in`` 0).
+    """
+    sender = message.sender
+    return {
+        "rcpt": address,
+        "rcpt_domain": address.rpartition("@")[2].lower(),
+        "recipients": list[Value](recipients),
+        "sender": sender,
+        "sender_domain": sender.rpartition("@")[2].lower() if "@" in sender else "",
+        "priority": message.priority,
+        "retry_num": 0,
+        "notify_num": 0,
+        "expires_in": 0,
+        "last_status": "",
+        "last_error": "none",
+        "queue_name": "",
+        "queue_age": max(0, now - message.received_at),
+        "received_from_ip": message.received_from_ip,
+        "received_via_port": message.received_via_port,
+        "source": str(message.source),
+        "size": len(message.body),
     }
 
 

@@ -45,6 +45,32 @@ ENV = expr.Environment(local_domains=frozenset({"example.org"}))
 NO_POLICY = tls_policy.PolicyInputs(policy_domain="example.test")
 
 
+def host_plan(
+    snapshot: registry.Snapshot = SNAPSHOT,
+    policy: tls_policy.PolicyInputs = NO_POLICY,
+    *,
+    connection: expr.Value = "default",
+    tls: expr.Value = "default",
+    remote_ip: str = "127.0.0.2",
+    relay: registry.RelayRoute | None = None,
+    hostname: str = "mta.example.org",
+) -> planner.HostPlan:
+    """What the attempt does at one host: connection first, then the TLS plan."""
+    chosen = planner.select_connection(snapshot, connection)
+    local_ip, ehlo = planner.source_address(chosen.value, remote_ip, hostname=hostname)
+    return planner.plan_host(
+        snapshot,
+        policy,
+        mx="mx1.example.test.",
+        remote_ip=remote_ip,
+        connection=chosen,
+        local_ip=local_ip,
+        ehlo_name=ehlo,
+        tls=tls,
+        relay=relay,
+    )
+
+
 def rcpt_vars(**values: expr.Value) -> dict[str, expr.Value]:
     base: dict[str, expr.Value] = {
         "rcpt": "a@example.test",
@@ -110,14 +136,9 @@ def test_default_tls_expression(
     label: str, variables: dict[str, expr.Value], expected: str
 ) -> None:
     host = variables | {"mx": "mx1.example.test", "remote_ip": "127.0.0.2", "local_ip": ""}
-    plan = planner.plan_host(
-        SNAPSHOT,
-        NO_POLICY,
-        mx="mx1.example.test.",
-        remote_ip="127.0.0.2",
+    plan = host_plan(
         connection=SNAPSHOT.outbound.connection.evaluate(host, ENV),
         tls=SNAPSHOT.outbound.tls.evaluate(host, ENV),
-        hostname="mta.example.org",
     )
     assert plan.tls.name == expected
     assert plan.connection.name == "default"
@@ -130,15 +151,7 @@ def test_unknown_names_use_builtin_defaults_with_one_warning(
     snapshot = make_snapshot()
     with caplog.at_level(logging.WARNING, logger="delivery.registry"):
         for _ in range(2):
-            plan = planner.plan_host(
-                snapshot,
-                NO_POLICY,
-                mx="mx.test",
-                remote_ip="127.0.0.2",
-                connection="nosuch-connection",
-                tls="nosuch-tls",
-                hostname="mta.example.org",
-            )
+            plan = host_plan(snapshot, connection="nosuch-connection", tls="nosuch-tls")
     assert plan.tls.builtin and plan.connection.builtin
     assert plan.tls.value.start_tls == "optional" and not plan.tls.value.allow_invalid_certs
     assert plan.tls.name == "nosuch-tls"
@@ -149,15 +162,7 @@ def test_unknown_names_use_builtin_defaults_with_one_warning(
 
 @pytest.mark.parametrize("result", [1, 0, "", ["strict"]])
 def test_a_result_that_is_not_a_name_selects_default(result: expr.Value) -> None:
-    plan = planner.plan_host(
-        SNAPSHOT,
-        NO_POLICY,
-        mx="mx.test",
-        remote_ip="127.0.0.2",
-        connection="default",
-        tls=result,
-        hostname="h.test",
-    )
+    plan = host_plan(tls=result)
     assert plan.tls.name == "default" and not plan.tls.builtin
     assert "not a name" in plan.tls.explain()
 
@@ -204,16 +209,7 @@ def test_host_tls_plan(
 ) -> None:
     route = SNAPSHOT.route(relay) if relay else None
     assert route is None or isinstance(route, registry.RelayRoute)
-    plan = planner.plan_host(
-        SNAPSHOT,
-        policy,
-        mx="mx.test",
-        remote_ip="127.0.0.2",
-        connection="default",
-        tls=tls,
-        hostname="h.test",
-        relay=route,
-    )
+    plan = host_plan(policy=policy, tls=tls, relay=route)
     assert plan.tls_plan.tls.value == mode
     assert plan.tls_plan.verification.value == verification
     assert (plan.tls_plan.refusal is not None) == refused
@@ -235,15 +231,7 @@ SOURCE_CASES = [  # (label, connection, remote ip, local ip, ehlo)
 def test_source_address_and_ehlo_name(
     label: str, connection: str, remote: str, local: str, ehlo: str
 ) -> None:
-    plan = planner.plan_host(
-        SNAPSHOT,
-        NO_POLICY,
-        mx="mx.test",
-        remote_ip=remote,
-        connection=connection,
-        tls="default",
-        hostname="mta.example.org",
-    )
+    plan = host_plan(connection=connection, remote_ip=remote)
     assert (plan.local_ip, plan.ehlo_name) == (local, ehlo)
 
 

@@ -1,0 +1,1079 @@
+"""One delivery attempt: one message's recipients of one domain, on one route.
+
+The I/O shell of the engine (STYLE §1): it sequences lookups and SMTP steps and feeds what
+they return to the pure cores: `planner` (which strategy, which hosts), `policy.tls` (what TLS
+each host needs and how to react to each TLS event) and `outcome` (what a failure means). It
+decides nothing itself.
+
+Routes:
+    Mx      MX lookup (planner.mx_hosts), then every host's addresses by ipLookupStrategy
+            (planner.host_addresses); each address in turn on ``[smtp] port``
+    Relay   the relay's address (an IP literal, or a name looked up like an MX host) and port,
+            SMTP or LMTP, STARTTLS or implicit TLS, AUTH PLAIN/LOGIN
+    Local   a maildir under the data folder (engine/local.py)
+
+Per host address: the `connection` and `tls` expressions are evaluated for each pending
+recipient (host variables); recipients whose choices differ get sessions of their own. The
+session follows the host's `HostTlsPlan`: STARTTLS with a PKIX context (system trust store
+plus ``[tls] ca_file``) or an unverifying one, and `tls.react` on every TLS event. A failure is
+turned into an `outcome.Failure` and `outcome.decide` says whether the recipients it concerns
+go to the next address / host in this same attempt, wait for a retry, or bounce.
+
+Outcomes:
+    Every recipient of the job ends in `results` (its id -> `RecipientResult`) with an
+    `outcome.Outcome` whose ``reason`` names the host, address, step, reply and TLS state.
+    Results are written as soon as they are final, so a caller that cancels the attempt still
+    knows which recipients the next hop already accepted. Exceptions other than the
+    classified SMTP and DNS failures (bugs, cancellation) propagate to the worker's guard.
+
+Security:
+    Clear text is never used with a host whose plan is REQUIRED: a session is only handed to
+    `_transfer` after `_secure` and the REQUIRED check before MAIL FROM both passed. Relay
+    credentials are sent only inside TLS, never logged. DNS answers and replies are untrusted:
+    they are quoted in reasons, never interpreted beyond codes.
+
+Standards: RFC 5321 (§5.1 MX, §4.2 replies), RFC 3207 (STARTTLS), RFC 2033 (LMTP), RFC 4954
+(AUTH), RFC 4616 (PLAIN), RFC 8314 (implicit TLS), RFC 3461 (DSN parameters), RFC 8689.
+Limits: no connection reuse between attempts (each attempt opens its own sessions);
+MTA-STS and DANE are not looked up yet (`policy_inputs` is their seam); implicit TLS and AUTH
+are implemented here on top of `delivery.smtp.session` (see `_Session`), which lacks them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import ipaddress
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, assert_never
+
+from delivery import config, expr
+from delivery.dns import resolver as dns_resolver
+from delivery.dns.result import DnsResult, Lookup
+from delivery.engine import dsn, local, outcome, planner
+from delivery.errors import ConfigError, DnsTempFail, LastError
+from delivery.expr import resolve as expr_resolve
+from delivery.policy import tls as tls_policy
+from delivery.queue import model
+from delivery.registry import snapshot as registry
+from delivery.smtp import errors as smtp_errors
+from delivery.smtp import esmtp
+from delivery.smtp import session as smtp_session
+from delivery.smtp import tls as smtp_tls
+from delivery.smtp.reply import Reply
+
+__all__ = [
+    "MAX_DNS_ANSWER_ITEMS",
+    "Attempt",
+    "Job",
+    "RecipientResult",
+    "Target",
+    "TlsReport",
+    "failure_of",
+    "make_lookup",
+    "policy_inputs",
+]
+
+log = logging.getLogger("delivery.engine")
+
+MAX_DNS_ANSWER_ITEMS = 100
+"""Records of one dns_query() answer handed to an expression: bounds what one lookup of an
+attacker-influenced name can make an evaluation hold."""
+
+RELAY_MAX_ADDRESSES = 2
+"""Addresses of a relay given by name tried per attempt (as an Mx route's maxMultihomed)."""
+
+_NOTIFY: dict[model.Notify, esmtp.Notify] = {
+    model.Notify.NEVER: "NEVER",
+    model.Notify.SUCCESS: "SUCCESS",
+    model.Notify.FAILURE: "FAILURE",
+    model.Notify.DELAY: "DELAY",
+}
+_RET: dict[model.Ret, Literal["FULL", "HDRS"]] = {model.Ret.FULL: "FULL", model.Ret.HDRS: "HDRS"}
+
+_STAGES: dict[smtp_errors.Phase, outcome.Stage] = {
+    "connect": outcome.Stage.CONNECT,
+    "greeting": outcome.Stage.GREETING,
+    "ehlo": outcome.Stage.EHLO,
+    "starttls": outcome.Stage.STARTTLS,
+    "mail": outcome.Stage.MAIL,
+    "rcpt": outcome.Stage.RCPT,
+    "data": outcome.Stage.DATA,
+    "dot": outcome.Stage.DOT,
+    "rset": outcome.Stage.MAIL,  # RSET only follows a transaction: the session is what broke
+    "quit": outcome.Stage.DOT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One recipient of a job, with the variables and plan it was routed by."""
+
+    recipient: model.QueuedRecipient
+    variables: Mapping[str, expr.Value]
+    """Its rcpt variables (DESIGN §4)."""
+    plan: planner.RecipientPlan | None
+    """None when the route could not be chosen (a dns_query() that failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What one attempt delivers: recipients of one message and domain sharing one route."""
+
+    message: model.QueuedMessage
+    body: bytes
+    domain: str
+    route: registry.Route
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsReport:
+    """The TLS state of the session that decided a recipient's outcome.
+
+    :param version: e.g. "TLSv1.3"; None for clear text.
+    :param authenticated: how the peer was authenticated: "pkix" (certificate chain and name
+        verified), "none" (allowInvalidCerts: encrypted only). DANE and MTA-STS come later.
+    :param note: why the session is in clear text, or "" with TLS.
+    """
+
+    version: str | None
+    cipher: str = ""
+    authenticated: Literal["none", "pkix"] = "none"
+    note: str = ""
+
+    def describe(self) -> str:
+        """For reasons, logs and ``last_status``.
+
+        >>> TlsReport("TLSv1.3", "TLS_AES_256_GCM_SHA384", "pkix").describe()
+        'TLSv1.3 TLS_AES_256_GCM_SHA384, certificate verified (PKIX)'
+        >>> TlsReport(None, note="STARTTLS not offered").describe()
+        'clear text (STARTTLS not offered)'
+        """
+        if self.version is None:
+            return f"clear text ({self.note})" if self.note else "clear text"
+        how = (
+            "certificate verified (PKIX)"
+            if self.authenticated == "pkix"
+            else "certificate not verified"
+        )
+        return f"{self.version} {self.cipher}, {how}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """How one recipient's attempt ended."""
+
+    target: Target
+    outcome: outcome.Outcome
+    tls: TlsReport | None
+    """The TLS state of the session that decided it; None when no session did."""
+    handoff: dsn.Handoff
+    """For a delivered recipient: who reports on it from now on (RFC 3461 §5.2)."""
+    host: planner.HostPlan | None = None
+    """The host plan of the session that decided it, for logs and explain."""
+
+
+def policy_inputs(
+    message: model.QueuedMessage, domain: str, host: str, /
+) -> tls_policy.PolicyInputs:
+    """policy_inputs - what the domain's policies and the message require of ``host``.
+
+    The one place the TLS policy inputs are built. Today only REQUIRETLS is known; the
+    MTA-STS (`mta_sts_enforce`) and DANE (`dane_usable`) lookups plug in here.
+    """
+    return tls_policy.PolicyInputs(requiretls=message.requiretls, policy_domain=domain)
+
+
+def make_lookup(resolver: dns_resolver.Resolver, /) -> expr_resolve.Lookup:
+    """make_lookup - the ``dns_query()`` lookup of expressions, through the engine's resolver.
+
+    No records (NXDOMAIN, NODATA) is the empty list; a lookup that could not be answered
+    raises DnsTempFail: never read as "no records".
+    """
+
+    async def lookup(name: str, rtype: str) -> expr.Value:
+        result = await resolver.query(name, rtype)
+        match result.status:
+            case Lookup.ANSWER:
+                return list[expr.Value](result.records[:MAX_DNS_ANSWER_ITEMS])
+            case Lookup.NODATA | Lookup.NXDOMAIN:
+                return []
+            case Lookup.TEMPFAIL:
+                raise DnsTempFail(f"dns_query({name!r}, {rtype!r}) failed: {result.detail}")
+            case _ as unreachable:
+                assert_never(unreachable)
+
+    return lookup
+
+
+def failure_of(exc: smtp_errors.SmtpError, /) -> outcome.Failure:
+    """failure_of - the `outcome.Failure` for an SMTP layer error (TLS errors excluded)."""
+    stage = _STAGES[exc.phase]
+    host, ip = exc.server_name, exc.ip
+    match exc:
+        case smtp_errors.ConnectFailed():
+            cause = exc.__cause__
+            detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else ""
+            return outcome.transport_failure(
+                stage, "refused", remote_host=host, remote_ip=ip, detail=detail or str(exc)
+            )
+        case smtp_errors.PhaseTimeout():
+            return outcome.transport_failure(
+                stage, "timeout", remote_host=host, remote_ip=ip, detail=str(exc)
+            )
+        case smtp_errors.ConnectionLost():
+            return outcome.transport_failure(stage, "lost", remote_host=host, remote_ip=ip)
+        case smtp_errors.UnexpectedReply() if exc.reply is not None:
+            reply = exc.reply
+            return outcome.reply_failure(
+                stage, reply.code, reply.text, remote_host=host, remote_ip=ip
+            )
+        case _:
+            scope = (
+                outcome.Scope.SITE if stage.scope is outcome.Scope.SITE else outcome.Scope.SESSION
+            )
+            return outcome.Failure(
+                stage=stage,
+                scope=scope,
+                soft=True,
+                status="4.5.0",
+                kind=exc.kind,
+                reason=str(exc),
+                remote_host=host,
+                remote_ip=ip,
+            )
+
+
+class _Session(smtp_session.SmtpSession):
+    """The SMTP session plus what `delivery.smtp` does not offer yet: AUTH and implicit TLS.
+
+    Built on the session's own command machinery (`_command`, `_bounded`), so caps,
+    timeouts and error classification stay those of the session.
+    """
+
+    async def authenticate(self, username: str, password: str, /) -> Reply:
+        """AUTH PLAIN (RFC 4616), else AUTH LOGIN, as the server offers; returns the 235.
+
+        :raises UnexpectedReply: the server has neither mechanism, or refused the credentials.
+        """
+        offered = self.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in offered:
+            token = base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
+            reply = await self._command(f"AUTH PLAIN {token}\r\n".encode(), "ehlo", "answer AUTH")
+        elif "LOGIN" in offered:
+            reply = await self._command(b"AUTH LOGIN\r\n", "ehlo", "answer AUTH")
+            for secret in (username, password):
+                if reply.code != 334:
+                    break
+                line = base64.b64encode(secret.encode()).decode("ascii") + "\r\n"
+                reply = await self._command(line.encode("ascii"), "ehlo", "answer AUTH")
+        else:
+            raise smtp_errors.UnexpectedReply(
+                self.server_name,
+                self.remote_ip,
+                "ehlo",
+                f"{self._peer} offers no AUTH mechanism we use (PLAIN, LOGIN): "
+                f"{' '.join(offered) or 'no AUTH at all'}",
+            )
+        if reply.code != 235:
+            raise smtp_errors.UnexpectedReply(
+                self.server_name,
+                self.remote_ip,
+                "ehlo",
+                f"{self._peer} refused our credentials: {reply}",
+                reply,
+            )
+        return reply
+
+    @classmethod
+    async def connect_tls(
+        cls,
+        ip: str,
+        port: int,
+        context: ssl.SSLContext,
+        *,
+        server_name: str,
+        timeouts: smtp_session.Timeouts,
+        tls_timeout_ms: int,
+        source_ip: str | None = None,
+        lmtp: bool = False,
+    ) -> _Session:
+        """Connect with TLS from the first byte (RFC 8314), then read the greeting.
+
+        ``tls_timeout_ms`` bounds the TCP connect plus the handshake.
+
+        :raises CertificateRejected, HandshakeFailed: the handshake failed.
+        :raises ConnectFailed, PhaseTimeout, ConnectionLost, UnexpectedReply: as `connect`.
+        """
+        loop = asyncio.get_running_loop()
+        wire = smtp_session._Wire(loop)
+        peer = f"{server_name}[{ip}]:{port}"
+        deadline = asyncio.timeout((timeouts.connect + tls_timeout_ms) / 1000)
+        try:
+            async with deadline:
+                transport, _ = await loop.create_connection(
+                    lambda: wire,
+                    ip,
+                    port,
+                    ssl=context,
+                    server_hostname=server_name,
+                    ssl_handshake_timeout=tls_timeout_ms / 1000,
+                    local_addr=(source_ip, 0) if source_ip is not None else None,
+                    flags=socket.AI_NUMERICHOST,
+                )
+        except ssl.SSLCertVerificationError as exc:
+            verdict = exc.verify_message or str(exc)
+            raise smtp_errors.CertificateRejected(
+                server_name,
+                ip,
+                f"{peer} presented a certificate that failed verification for "
+                f"{server_name}: {verdict}",
+                verdict,
+                exc.verify_code or 0,
+            ) from exc
+        except ssl.SSLError as exc:
+            raise smtp_errors.HandshakeFailed(
+                server_name, ip, "starttls", f"TLS handshake with {peer} failed: {exc}"
+            ) from exc
+        except TimeoutError as exc:
+            raise smtp_errors.PhaseTimeout(
+                server_name, ip, "connect", f"{peer} did not complete the TLS connection in time"
+            ) from exc
+        except OSError as exc:
+            raise smtp_errors.ConnectFailed(
+                server_name, ip, "connect", f"cannot connect to {peer}: {exc.strerror or exc}"
+            ) from exc
+        session = cls(
+            wire, server_name=server_name, remote_ip=ip, port=port, timeouts=timeouts, lmtp=lmtp
+        )
+        session.tls = smtp_tls.tls_info(transport.get_extra_info("ssl_object"))
+        greeting = await session._read("greeting", timeouts.greeting, "send its greeting")
+        if greeting.code != 220:
+            await session.quit()
+            raise smtp_errors.UnexpectedReply(
+                server_name, ip, "greeting", f"{peer} refused the session: {greeting}", greeting
+            )
+        session.greeting = greeting
+        return session
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """One address to try, or a host that failed before it had an address."""
+
+    host: str
+    ip: str | None
+    failure: outcome.Failure | None = None
+
+
+class Attempt:
+    """One delivery attempt for a `Job`; `run` fills ``results``.
+
+    :param settings: the daemon settings (hostname, SMTP port, CA file, data folder).
+    :param snapshot: the registry snapshot the whole attempt reads.
+    :param results: recipient id -> RecipientResult, written as each becomes final.
+    :param rng: randomness for MX and address order and source address choice.
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        settings: config.Settings,
+        snapshot: registry.Snapshot,
+        resolver: dns_resolver.Resolver,
+        env: expr.Environment,
+        results: dict[int, RecipientResult],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.job = job
+        self._settings = settings
+        self._snapshot = snapshot
+        self._resolver = resolver
+        self._env = env
+        self._lookup = make_lookup(resolver)
+        self._rng = rng or random.Random()
+        self.results = results
+        self._pending: dict[int, Target] = {t.recipient.id: t for t in job.targets}
+        self._last: dict[int, tuple[outcome.Failure, TlsReport | None, planner.HostPlan | None]]
+        self._last = {}
+
+    # ---- entry ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver the job's recipients; every one ends in ``results``."""
+        self._check_envelope()
+        route = self.job.route
+        match route:
+            case registry.LocalRoute():
+                await self._deliver_local()
+            case registry.MxRoute():
+                candidates = await self._mx_candidates(route)
+                await self._try_candidates(candidates, port=self._settings.smtp.port)
+            case registry.RelayRoute():
+                candidates = await self._relay_candidates(route)
+                await self._try_candidates(candidates, port=route.port, relay=route)
+            case _ as unreachable:
+                assert_never(unreachable)
+        for target in list(self._pending.values()):  # only if the last candidate kept them
+            failure, tls, host = self._last.get(target.recipient.id, (None, None, None))
+            if failure is None:
+                failure = self._io_failure("no host was left to try")
+            decision = outcome.decide(failure, final_host=True)
+            self._finish(target, outcome.make_outcome(failure, decision), tls, host)
+
+    # ---- recipients -----------------------------------------------------------------------
+
+    def _finish(
+        self,
+        target: Target,
+        result: outcome.Outcome,
+        tls: TlsReport | None,
+        host: planner.HostPlan | None,
+        handoff: dsn.Handoff = dsn.Handoff.RELAY,
+    ) -> None:
+        self._pending.pop(target.recipient.id, None)
+        self.results[target.recipient.id] = RecipientResult(target, result, tls, handoff, host)
+
+    def _fail(
+        self,
+        targets: Sequence[Target],
+        failure: outcome.Failure,
+        *,
+        final: bool,
+        tls: TlsReport | None = None,
+        host: planner.HostPlan | None = None,
+    ) -> None:
+        """Apply ``failure`` to ``targets``: next host (kept pending), defer or bounce."""
+        if tls is not None:
+            failure = dataclasses.replace(failure, reason=f"{failure.reason} [{tls.describe()}]")
+        decision = outcome.decide(failure, final_host=final)
+        for target in targets:
+            if target.recipient.id not in self._pending:
+                continue
+            if decision.disposition is outcome.Disposition.TRY_NEXT_HOST:
+                self._last[target.recipient.id] = (failure, tls, host)
+            else:
+                self._finish(target, outcome.make_outcome(failure, decision), tls, host)
+
+    def _check_envelope(self) -> None:
+        """Bounce recipients whose address cannot be put on the wire safely (CR, LF, ...)."""
+        message = self.job.message
+        for target in list(self._pending.values()):
+            try:
+                esmtp.Envelope(
+                    message.sender,
+                    (self._recipient(target),),
+                    smtputf8=message.smtputf8,
+                )
+            except smtp_errors.InvalidArgument as exc:
+                status = "5.1.7" if exc.field == "sender" else "5.1.3"
+                self._finish(
+                    target,
+                    outcome.Outcome(
+                        action="failed",
+                        status=status,
+                        kind=LastError.NONE,
+                        remote_host=None,
+                        remote_ip=None,
+                        remote_reply=None,
+                        reason=f"the envelope cannot be sent: {exc}",
+                    ),
+                    None,
+                    None,
+                )
+
+    @staticmethod
+    def _recipient(target: Target) -> esmtp.Recipient:
+        """The envelope recipient: NOTIFY as given, ORCPT when it is a usable rfc822 address."""
+        rcpt = target.recipient
+        notify = tuple(_NOTIFY[n] for n in sorted(rcpt.notify))
+        orcpt = None
+        if rcpt.orcpt is not None:
+            kind, _, value = rcpt.orcpt.partition(";")
+            decoded = dsn.decode_xtext(value)
+            if kind.strip().lower() == "rfc822" and decoded.isprintable() and decoded.strip("<>"):
+                orcpt = decoded if "<" not in decoded and ">" not in decoded else None
+        return esmtp.Recipient(rcpt.address, notify, orcpt)
+
+    def _io_failure(self, reason: str) -> outcome.Failure:
+        return outcome.Failure(
+            stage=outcome.Stage.ROUTE,
+            scope=outcome.Scope.DOMAIN,
+            soft=True,
+            status="4.3.0",
+            kind=LastError.IO,
+            reason=reason,
+        )
+
+    # ---- local ----------------------------------------------------------------------------
+
+    async def _deliver_local(self) -> None:
+        message = self.job.message
+        data_dir = Path(self._settings.data_dir)
+        for target in list(self._pending.values()):
+            address = target.recipient.address
+            try:
+                path = await asyncio.to_thread(
+                    local.deliver, data_dir, address, self.job.body, return_path=message.sender
+                )
+            except OSError as exc:
+                result = outcome.Outcome(
+                    action="delayed",
+                    status="4.3.0",
+                    kind=LastError.IO,
+                    remote_host=None,
+                    remote_ip=None,
+                    remote_reply=None,
+                    reason=f"local delivery to {address} failed: {exc}",
+                )
+                self._finish(target, result, None, None)
+                continue
+            result = outcome.Outcome(
+                action="delivered",
+                status="2.0.0",
+                kind=LastError.NONE,
+                remote_host=None,
+                remote_ip=None,
+                remote_reply=None,
+                reason=f"delivered to the local mailbox {path.parent.parent}",
+            )
+            self._finish(target, result, None, None, dsn.Handoff.FINAL)
+
+    # ---- candidates -----------------------------------------------------------------------
+
+    async def _mx_candidates(self, route: registry.MxRoute) -> list[_Candidate]:
+        domain = self.job.domain
+        found = planner.mx_hosts(
+            domain,
+            await self._resolver.mx(domain),
+            max_hosts=route.max_mx_hosts,
+            rng=self._rng,
+        )
+        if isinstance(found, outcome.Failure):
+            self._fail(list(self._pending.values()), found, final=True)
+            return []
+        hosts, implicit = found
+        per_host = await asyncio.gather(
+            *(
+                self._addresses(host, route.ip_lookup_strategy, route.max_multihomed)
+                for host in hosts
+            )
+        )
+        candidates = [c for group in per_host for c in group]
+        if not candidates:
+            problem = (
+                outcome.RouteProblem.NO_SUCH_DOMAIN if implicit else outcome.RouteProblem.NO_ADDRESS
+            )
+            self._fail(
+                list(self._pending.values()), outcome.route_failure(problem, domain), final=True
+            )
+        return candidates
+
+    async def _relay_candidates(self, route: registry.RelayRoute) -> list[_Candidate]:
+        try:
+            ipaddress.ip_address(route.address)
+        except ValueError:
+            pass
+        else:
+            return [_Candidate(route.address, route.address)]
+        candidates = await self._addresses(route.address, "v4ThenV6", RELAY_MAX_ADDRESSES)
+        if not candidates:
+            failure = outcome.Failure(
+                stage=outcome.Stage.HOST,
+                scope=outcome.Scope.SITE,
+                soft=True,
+                status="4.4.4",
+                kind=LastError.DNS,
+                reason=f"the relay {route.address} of route {route.name!r} has no address",
+                remote_host=route.address,
+            )
+            return [_Candidate(route.address, None, failure)]
+        return candidates
+
+    async def _addresses(
+        self, host: str, strategy: planner.IpLookupStrategy, max_multihomed: int
+    ) -> list[_Candidate]:
+        lookups: list[DnsResult[str]] = []
+        for family in planner.address_families(strategy):
+            lookup = self._resolver.a if family == "A" else self._resolver.aaaa
+            lookups.append(await lookup(host))
+        found = planner.host_addresses(host, lookups, max_multihomed=max_multihomed, rng=self._rng)
+        if found is None:
+            return []
+        if isinstance(found, outcome.Failure):
+            return [_Candidate(host, None, found)]
+        return [_Candidate(host, ip) for ip in found]
+
+    async def _try_candidates(
+        self,
+        candidates: Sequence[_Candidate],
+        *,
+        port: int,
+        relay: registry.RelayRoute | None = None,
+    ) -> None:
+        for index, candidate in enumerate(candidates):
+            if not self._pending:
+                return
+            final = index == len(candidates) - 1
+            if candidate.failure is not None or candidate.ip is None:
+                failure = candidate.failure or self._io_failure(f"{candidate.host} has no address")
+                self._fail(list(self._pending.values()), failure, final=final)
+                continue
+            for plan, group in await self._host_groups(candidate.host, candidate.ip, relay):
+                await self._session(plan, group, port=port, final=final, relay=relay)
+
+    async def _host_groups(
+        self, host: str, ip: str, relay: registry.RelayRoute | None
+    ) -> list[tuple[planner.HostPlan, list[Target]]]:
+        """The pending recipients grouped by the host plan their expressions pick."""
+        outbound = self._snapshot.outbound
+        sources: dict[str, tuple[str, str]] = {}  # connection name -> (source ip, EHLO name)
+        groups: dict[tuple[str, str], tuple[planner.HostPlan, list[Target]]] = {}
+        policy = policy_inputs(self.job.message, self.job.domain, host)
+        for target in list(self._pending.values()):
+            variables = _host_vars(target, mx=host, remote_ip=ip, local_ip="")
+            try:
+                connection_value = await expr.evaluate_resolving(
+                    outbound.connection, variables, self._env, self._lookup
+                )
+                connection = planner.select_connection(self._snapshot, connection_value)
+                if connection.name not in sources:
+                    sources[connection.name] = planner.source_address(
+                        connection.value, ip, hostname=self._settings.hostname, rng=self._rng
+                    )
+                local_ip, ehlo_name = sources[connection.name]
+                variables = _host_vars(target, mx=host, remote_ip=ip, local_ip=local_ip)
+                tls_value = await expr.evaluate_resolving(
+                    outbound.tls, variables, self._env, self._lookup
+                )
+            except DnsTempFail as exc:
+                failure = outcome.Failure(
+                    stage=outcome.Stage.HOST,
+                    scope=outcome.Scope.SITE,
+                    soft=True,
+                    status="4.4.3",
+                    kind=LastError.DNS,
+                    reason=f"a strategy expression for {host} needed DNS: {exc}",
+                    remote_host=host,
+                    remote_ip=ip,
+                )
+                self._fail([target], failure, final=True)
+                continue
+            plan = planner.plan_host(
+                self._snapshot,
+                policy,
+                mx=host,
+                remote_ip=ip,
+                connection=connection,
+                local_ip=local_ip,
+                ehlo_name=ehlo_name,
+                tls=tls_value,
+                relay=relay,
+            )
+            key = (plan.connection.name.lower(), plan.tls.name.lower())
+            groups.setdefault(key, (plan, []))[1].append(target)
+        return list(groups.values())
+
+    # ---- one session ----------------------------------------------------------------------
+
+    async def _session(
+        self,
+        plan: planner.HostPlan,
+        targets: list[Target],
+        *,
+        port: int,
+        final: bool,
+        relay: registry.RelayRoute | None,
+    ) -> None:
+        """Deliver ``targets`` through one session with the host of ``plan``."""
+        where = f"{plan.mx}[{plan.remote_ip}]"
+        if plan.tls_plan.refusal is not None:
+            failure = outcome.policy_violation(
+                LastError.TLS,
+                f"{plan.tls_plan.refusal} to {where}",
+                stage=outcome.Stage.HOST,
+                remote_host=plan.mx,
+                remote_ip=plan.remote_ip,
+            )
+            self._fail(targets, failure, final=final, host=plan)
+            return
+        lmtp = relay is not None and relay.protocol == "lmtp"
+        implicit_tls = relay is not None and relay.implicit_tls
+        try:
+            session, tls = await self._open(plan, port=port, lmtp=lmtp, implicit_tls=implicit_tls)
+        except _HostFailed as failed:
+            self._fail(targets, failed.failure, final=final, tls=failed.tls, host=plan)
+            return
+        except smtp_errors.SmtpError as exc:
+            self._fail(targets, failure_of(exc), final=final, host=plan)
+            return
+        async with session:
+            try:
+                if plan.tls_plan.tls is tls_policy.TlsMode.REQUIRED and not session.is_tls:
+                    # Unreachable when _open is right; the promise is kept here regardless.
+                    raise _HostFailed(_tls_missing(plan, f"{where} is not TLS-protected"), tls)
+                if relay is not None and relay.auth_username is not None:
+                    await self._authenticate(session, relay, tls)
+                await self._transfer(session, plan, targets, tls, final=final, lmtp=lmtp)
+            except _HostFailed as failed:
+                self._fail(targets, failed.failure, final=final, tls=failed.tls, host=plan)
+            except smtp_errors.ExtensionNotOffered as exc:
+                self._fail(targets, _extension_failure(exc), final=final, tls=tls, host=plan)
+            except smtp_errors.SmtpError as exc:
+                self._fail(targets, failure_of(exc), final=final, tls=tls, host=plan)
+
+    async def _open(
+        self, plan: planner.HostPlan, *, port: int, lmtp: bool, implicit_tls: bool
+    ) -> tuple[_Session, TlsReport]:
+        """Connect, EHLO and secure the session as the plan says; the session and its TLS.
+
+        :raises _HostFailed: the TLS plan cannot be met with this host.
+        :raises SmtpError: connect, greeting or EHLO failed.
+        """
+        strategy = plan.tls.value
+        timeouts = _timeouts(plan.connection.value)
+        source = plan.local_ip or None
+        if implicit_tls:
+            context = self._context(plan.tls_plan)
+            try:
+                session = await _Session.connect_tls(
+                    plan.remote_ip,
+                    port,
+                    context,
+                    server_name=plan.mx,
+                    timeouts=timeouts,
+                    tls_timeout_ms=strategy.tls_timeout_ms,
+                    source_ip=source,
+                    lmtp=lmtp,
+                )
+            except smtp_errors.TlsError as exc:
+                event = (
+                    tls_policy.Event.CERT_REJECTED
+                    if isinstance(exc, smtp_errors.CertificateRejected)
+                    else tls_policy.Event.HANDSHAKE_FAILED
+                )
+                # Implicit TLS has no clear-text fallback on the same port: any TLS failure
+                # fails the host, whatever `react` would allow after STARTTLS.
+                raise _HostFailed(self._tls_failure(plan, event, str(exc)), None) from exc
+            try:
+                await session.ehlo(plan.ehlo_name)
+            except BaseException:
+                session.close()
+                raise
+            return session, self._tls_report(plan, session)
+        session = await _connect_clear(plan, port=port, lmtp=lmtp)
+        try:
+            return await self._secure(session, plan, port=port, lmtp=lmtp)
+        except BaseException:
+            session.close()
+            raise
+
+    async def _secure(
+        self, session: _Session, plan: planner.HostPlan, *, port: int, lmtp: bool
+    ) -> tuple[_Session, TlsReport]:
+        """STARTTLS per the plan; react to each TLS event as `policy.tls` says."""
+        tls_plan = plan.tls_plan
+        where = f"{plan.mx}[{plan.remote_ip}]"
+        if tls_plan.tls is tls_policy.TlsMode.OFF:
+            note = f"TLS strategy {plan.tls.name!r} disables STARTTLS"
+            return session, TlsReport(None, note=note)
+        event: tls_policy.Event
+        if not session.supports("STARTTLS"):
+            event, detail = tls_policy.Event.NO_STARTTLS, f"{where} did not offer STARTTLS"
+            note = "STARTTLS not offered"
+        else:
+            try:
+                await session.starttls(
+                    self._context(tls_plan),
+                    server_hostname=plan.mx,
+                    timeout_ms=plan.tls.value.tls_timeout_ms,
+                )
+            except smtp_errors.StartTlsRefused as exc:
+                event, detail = tls_policy.Event.NO_STARTTLS, str(exc)
+                note = f"STARTTLS refused: {exc.reply}" if exc.reply else "STARTTLS refused"
+            except smtp_errors.CertificateRejected as exc:
+                event, detail = tls_policy.Event.CERT_REJECTED, str(exc)
+            except (smtp_errors.HandshakeFailed, smtp_errors.ProtocolViolation) as exc:
+                event, detail = tls_policy.Event.HANDSHAKE_FAILED, str(exc)
+            else:
+                await session.ehlo(plan.ehlo_name)  # RFC 3207 §4.2: forget what came before
+                return session, self._tls_report(plan, session)
+        match tls_policy.react(tls_plan, event):
+            case tls_policy.Reaction.CONTINUE_CLEAR:
+                return session, TlsReport(None, note=note)
+            case tls_policy.Reaction.RECONNECT_CLEAR:
+                session.close()
+                log.info("%s; delivering in clear text (nothing required TLS)", detail)
+                clear = await _connect_clear(plan, port=port, lmtp=lmtp)
+                return clear, TlsReport(None, note=f"after a failed TLS handshake: {detail}")
+            case tls_policy.Reaction.FAIL_HOST:
+                session.close()
+                raise _HostFailed(self._tls_failure(plan, event, detail), None)
+            case _ as unreachable:
+                assert_never(unreachable)
+
+    def _context(self, tls_plan: tls_policy.HostTlsPlan) -> ssl.SSLContext:
+        match tls_plan.verification:
+            case tls_policy.Verification.PKIX:
+                return smtp_tls.pkix_context(self._settings.tls.ca_file)
+            case tls_policy.Verification.NONE | tls_policy.Verification.DANE:
+                # DANE is never planned yet (policy_inputs); when it is, the chain check
+                # after the handshake belongs here, with the unverifying context.
+                return smtp_tls.unverified_context()
+            case _ as unreachable:
+                assert_never(unreachable)
+
+    @staticmethod
+    def _tls_report(plan: planner.HostPlan, session: _Session) -> TlsReport:
+        info = session.tls
+        assert info is not None
+        verified = plan.tls_plan.verification is tls_policy.Verification.PKIX
+        return TlsReport(info.version, info.cipher, "pkix" if verified else "none")
+
+    @staticmethod
+    def _tls_failure(
+        plan: planner.HostPlan, event: tls_policy.Event, detail: str
+    ) -> outcome.Failure:
+        if plan.tls_plan.tls is tls_policy.TlsMode.REQUIRED:
+            return _tls_missing(plan, detail, offered=event is not tls_policy.Event.NO_STARTTLS)
+        return outcome.tls_failure(detail, remote_host=plan.mx, remote_ip=plan.remote_ip)
+
+    async def _authenticate(
+        self, session: _Session, relay: registry.RelayRoute, tls: TlsReport
+    ) -> None:
+        where = f"{relay.address}[{session.remote_ip}]"
+        if not session.is_tls:
+            failure = outcome.Failure(
+                stage=outcome.Stage.AUTH,
+                scope=outcome.Scope.SITE,
+                soft=True,
+                status="4.7.10",
+                kind=LastError.TLS,
+                reason=f"route {relay.name!r} authenticates to {where}, but the session is "
+                "not TLS-protected: credentials are never sent in clear text",
+                remote_host=relay.address,
+                remote_ip=session.remote_ip,
+            )
+            raise _HostFailed(failure, tls)
+        secret = relay.auth_secret
+        try:
+            password = await secret.reveal() if secret is not None else ""
+        except ConfigError as exc:  # an unset variable, an unreadable file
+            failure = outcome.Failure(
+                stage=outcome.Stage.AUTH,
+                scope=outcome.Scope.SITE,
+                soft=True,
+                status="4.7.0",
+                kind=LastError.IO,
+                reason=f"route {relay.name!r}: cannot read the AUTH secret: {exc}",
+                remote_host=relay.address,
+                remote_ip=session.remote_ip,
+            )
+            raise _HostFailed(failure, tls) from exc
+        try:
+            assert relay.auth_username is not None
+            await session.authenticate(relay.auth_username, password)
+        except smtp_errors.UnexpectedReply as exc:
+            reply = exc.reply
+            failure = (
+                outcome.reply_failure(
+                    outcome.Stage.AUTH,
+                    reply.code,
+                    reply.text,
+                    remote_host=relay.address,
+                    remote_ip=session.remote_ip,
+                )
+                if reply is not None
+                else dataclasses.replace(failure_of(exc), stage=outcome.Stage.AUTH)
+            )
+            raise _HostFailed(failure, tls) from exc
+
+    async def _transfer(
+        self,
+        session: _Session,
+        plan: planner.HostPlan,
+        targets: list[Target],
+        tls: TlsReport,
+        *,
+        final: bool,
+        lmtp: bool,
+    ) -> None:
+        """The mail transactions for ``targets``, at most MAX_RECIPIENTS_PER_TRANSACTION each."""
+        message = self.job.message
+        chunk = smtp_session.MAX_RECIPIENTS_PER_TRANSACTION
+        handoff = (
+            dsn.Handoff.FINAL
+            if lmtp
+            else dsn.Handoff.RELAY_DSN
+            if session.supports("DSN")
+            else dsn.Handoff.RELAY
+        )
+        for start in range(0, len(targets), chunk):
+            batch = [t for t in targets[start : start + chunk] if t.recipient.id in self._pending]
+            if not batch:
+                continue
+            envelope = esmtp.Envelope(
+                message.sender,
+                tuple(self._recipient(t) for t in batch),
+                smtputf8=message.smtputf8,
+                body_8bit=message.eightbitmime,
+                requiretls=message.requiretls,
+                dsn_ret=None if message.ret is None else _RET[message.ret],
+                dsn_envid=None if message.env_id is None else dsn.decode_xtext(message.env_id),
+            )
+            try:
+                result = await session.send(envelope, self.job.body)
+            except smtp_errors.SmtpError as exc:
+                if isinstance(exc, smtp_errors.ExtensionNotOffered):
+                    raise
+                self._fail(batch, failure_of(exc), final=final, tls=tls, host=plan)
+                return
+            self._settle(result, batch, plan, tls, handoff, final=final, lmtp=lmtp)
+            if session.closed:
+                rest = [t for t in targets[start + chunk :] if t.recipient.id in self._pending]
+                if rest:
+                    lost = outcome.transport_failure(
+                        outcome.Stage.MAIL,
+                        "lost",
+                        remote_host=plan.mx,
+                        remote_ip=plan.remote_ip,
+                    )
+                    self._fail(rest, lost, final=final, tls=tls, host=plan)
+                return
+
+    def _settle(
+        self,
+        result: smtp_session.TransactionResult,
+        batch: list[Target],
+        plan: planner.HostPlan,
+        tls: TlsReport,
+        handoff: dsn.Handoff,
+        *,
+        final: bool,
+        lmtp: bool,
+    ) -> None:
+        """Each recipient's fate from the replies of one transaction."""
+        for index, (target, (_, reply)) in enumerate(
+            zip(batch, result.per_recipient(), strict=True)
+        ):
+            if reply.is_success:
+                delivered = outcome.delivered(
+                    remote_host=plan.mx,
+                    remote_ip=plan.remote_ip,
+                    code=reply.code,
+                    text=reply.text,
+                    reason=f"{plan.mx}[{plan.remote_ip}] said: {reply} "
+                    f"(in reply to end of DATA) [{tls.describe()}]",
+                )
+                self._finish(target, delivered, tls, plan, handoff)
+                continue
+            rcpt_reply = result.rcpts[index][1] if index < len(result.rcpts) else None
+            stage = _stage_of(result, rcpt_reply)
+            failure = outcome.reply_failure(
+                stage,
+                reply.code,
+                reply.text,
+                remote_host=plan.mx,
+                remote_ip=plan.remote_ip,
+                scope=outcome.Scope.RECIPIENT if lmtp and stage is outcome.Stage.DOT else None,
+            )
+            self._fail([target], failure, final=final, tls=tls, host=plan)
+
+
+class _HostFailed(Exception):
+    """Internal: a host cannot be used; carries the Failure to apply (not a DeliveryError:
+    it never leaves this module)."""
+
+    def __init__(self, failure: outcome.Failure, tls: TlsReport | None, /) -> None:
+        super().__init__(failure.reason)
+        self.failure, self.tls = failure, tls
+
+
+def _host_vars(target: Target, *, mx: str, remote_ip: str, local_ip: str) -> dict[str, expr.Value]:
+    return {**target.variables, "mx": mx.rstrip("."), "remote_ip": remote_ip, "local_ip": local_ip}
+
+
+async def _connect_clear(plan: planner.HostPlan, *, port: int, lmtp: bool) -> _Session:
+    """A clear-text session with the host of ``plan``, greeted and EHLO done."""
+    session = await _Session.connect(
+        plan.remote_ip,
+        port,
+        server_name=plan.mx,
+        timeouts=_timeouts(plan.connection.value),
+        source_ip=plan.local_ip or None,
+        lmtp=lmtp,
+    )
+    assert isinstance(session, _Session)  # connect is a classmethod: cls(...)
+    try:
+        await session.ehlo(plan.ehlo_name)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def _timeouts(strategy: registry.ConnectionStrategy, /) -> smtp_session.Timeouts:
+    return smtp_session.Timeouts(
+        connect=strategy.connect_timeout_ms,
+        greeting=strategy.greeting_timeout_ms,
+        ehlo=strategy.ehlo_timeout_ms,
+        mail_from=strategy.mail_from_timeout_ms,
+        rcpt_to=strategy.rcpt_to_timeout_ms,
+        data=strategy.data_timeout_ms,
+    )
+
+
+def _tls_missing(plan: planner.HostPlan, detail: str, *, offered: bool = False) -> outcome.Failure:
+    """TLS required (by the strategy or a policy) and this host did not provide it."""
+    required = "; ".join(plan.tls_plan.required_by) or "TLS is required"
+    return outcome.policy_violation(
+        LastError.TLS,
+        f"{required}, but {detail}: not sending in clear text",
+        stage=outcome.Stage.STARTTLS,
+        remote_host=plan.mx,
+        remote_ip=plan.remote_ip,
+        status="4.7.5" if offered else "4.7.4",
+    )
+
+
+def _extension_failure(exc: smtp_errors.ExtensionNotOffered, /) -> outcome.Failure:
+    """A message that needs an extension the server lacks (RFC 8689 §4.2.1, RFC 6531 §3.4)."""
+    if exc.extension == "REQUIRETLS":
+        return outcome.policy_violation(
+            LastError.TLS,
+            str(exc),
+            stage=outcome.Stage.STARTTLS,
+            remote_host=exc.server_name,
+            remote_ip=exc.ip,
+            status="4.7.30",
+        )
+    return outcome.Failure(
+        stage=outcome.Stage.MAIL,
+        scope=outcome.Scope.MESSAGE,
+        soft=False,
+        status="5.6.7",
+        kind=exc.kind,
+        reason=str(exc),
+        remote_host=exc.server_name,
+        remote_ip=exc.ip,
+    )
+
+
+def _stage_of(result: smtp_session.TransactionResult, rcpt_reply: Reply | None) -> outcome.Stage:
+    """Which step's reply refused a recipient (the order of `TransactionResult.per_recipient`)."""
+    if not result.mail.is_success:
+        return outcome.Stage.MAIL
+    if rcpt_reply is None or not rcpt_reply.is_success:
+        return outcome.Stage.RCPT
+    if result.data is None or result.data.code != 354:
+        return outcome.Stage.DATA
+    return outcome.Stage.DOT

@@ -1,0 +1,764 @@
+"""The delivery worker: takes due recipients from the queue, delivers them, records outcomes.
+
+`Worker` is the long-lived component `delivery serve` runs (an async context manager, also
+`start`/`stop`). In a loop it leases due recipients per virtual queue, as many as the queue's
+``threadsPerNode`` leaves room for; each lease (one message, one domain) becomes a job that
+evaluates ``route`` and ``schedule`` for its recipients (rcpt variables), runs one
+`attempt.Attempt` per route, and records the outcomes with `QueueStore.record`, the DSNs they
+call for queued in the same transaction. It wakes when `wake` is called (new mail), when a job
+ends, when the next recipient is due (`QueueStore.due_soonest`), and at least every
+``poll_interval_ms`` (mail queued by another process).
+
+After an attempt (`settle`, pure):
+    delivered   DELIVERED; a success DSN when NOTIFY=SUCCESS asked for one (``delivered``
+                for local and LMTP delivery, ``relayed`` to a host without DSN support)
+    failed      FAILED with a failure DSN
+    delayed     the ``schedule`` expression is evaluated again (retry_num and last_error
+                updated); expired (TTL or attempts) -> FAILED with a failure DSN naming the
+                last problem; else due again after the schedule's next retry interval (the
+                last repeats), and a delay DSN when a ``notify`` time has passed
+    DSNs go to the envelope sender with a null return path and source ``dsn``, scheduled by
+    the ``schedule`` expression; never for a null sender, nor against NOTIFY (dsn.py).
+
+Outcomes:
+    Nothing accepted is lost: a job that raises is caught by one outermost guard, logged and
+    its recipients deferred with last_error ``io``; a job cut off by ``attempt_timeout_ms`` is
+    deferred the same way; a job cancelled by `stop` records what is final (a 250 already
+    received is recorded delivered) and hands the rest back unchanged, due at once. A record
+    that fails leaves the lease to lapse: the recipients are due again, never dropped.
+    Nothing is recorded delivered without a 2xx from the next hop (or a maildir write).
+
+Security:
+    One misbehaving delivery (hostile server, slow DNS) holds one slot of its queue for at
+    most ``attempt_timeout_ms``; every other delivery goes on.
+
+Limits:
+    A lease lasts ``attempt_timeout_ms`` + `LEASE_MARGIN_MS`: the store must not hand the
+    recipients to anyone else while an attempt may still be running. At start the worker
+    takes back leases held under its own ``owner`` (a previous run that crashed), so the
+    owner must be unique among processes sharing a queue, and stable across restarts.
+    Recipients whose virtual queue no longer exists are leased only when every configured
+    queue has spare capacity, and run under the built-in default concurrency.
+    A delay DSN goes out with the first attempt that ends after its ``notify`` time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from delivery import config, durations, expr
+from delivery.dns import resolver as dns_resolver
+from delivery.engine import attempt, dsn, outcome, planner, variables
+from delivery.engine import schedule as timing
+from delivery.errors import DnsTempFail, LastError
+from delivery.queue import model
+from delivery.queue import store as queue_store
+from delivery.registry import snapshot as registry
+
+__all__ = [
+    "DEFAULT_ATTEMPT_TIMEOUT_MS",
+    "DEFAULT_GRACE_MS",
+    "DEFAULT_POLL_INTERVAL_MS",
+    "LEASE_MARGIN_MS",
+    "Settled",
+    "SnapshotSource",
+    "Worker",
+    "build_worker",
+    "settle",
+]
+
+log = logging.getLogger("delivery.engine")
+
+DEFAULT_POLL_INTERVAL_MS = 1000
+"""Longest wait between looks at the queue: bounds the delay for mail queued by another
+process (``delivery send`` talks to the store directly) and never busy-loops."""
+
+DEFAULT_ATTEMPT_TIMEOUT_MS = 30 * 60_000
+"""Longest one job (one message and domain) may run: a tarpitting MX with every phase timeout
+at its default can take hours; past this the recipients are deferred with kind io."""
+
+LEASE_MARGIN_MS = 60_000
+"""Lease time beyond the attempt timeout, to record the outcome before the lease lapses."""
+
+DEFAULT_GRACE_MS = 30_000
+"""How long `stop` lets in-flight jobs finish before cancelling them."""
+
+CATCH_ALL_BATCH = 10
+"""Recipients leased per round from virtual queues that no longer exist (see Limits)."""
+
+SETTLED_HISTORY = 1000
+"""Recent outcomes kept in `Worker.settled` for health reports and tests."""
+
+
+class SnapshotSource(Protocol):
+    """Where the worker reads the registry from (a `delivery.registry.Registry`)."""
+
+    def snapshot(self) -> registry.Snapshot: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """One recipient's recorded outcome after an attempt (for logs, health and tests).
+
+    :param status: the recipient's new state; ``due`` the next attempt (epoch ms) when
+        SCHEDULED.
+    :param at: when it was recorded (epoch ms).
+    :param dsn: the DSN action queued for it, if any.
+    """
+
+    message_id: str
+    recipient_id: int
+    address: str
+    outcome: outcome.Outcome
+    status: model.RecipientStatus
+    due: int | None
+    at: int
+    tls: str
+    dsn: dsn.DsnAction | None
+    retry_num: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What `settle` decided for one recipient: its update and the DSN it calls for."""
+
+    update: model.RecipientUpdate
+    outcome: outcome.Outcome
+    """The outcome recorded (an expired delay becomes a failure)."""
+    dsn: dsn.DsnAction | None
+    will_retry_until: int | None
+
+
+def settle(
+    lease: model.Lease,
+    recipient: model.QueuedRecipient,
+    result: outcome.Outcome,
+    /,
+    *,
+    schedule: planner.Selection[registry.DeliverySchedule],
+    handoff: dsn.Handoff,
+    now: int,
+) -> Settlement:
+    """settle - the recipient's next state after an attempt ended in ``result``.
+
+    :param schedule: the schedule the ``schedule`` expression picks now (after the attempt).
+    :param handoff: who took a delivered recipient (for the success DSN).
+    """
+    message = lease.message
+    attempts = recipient.retry_num + 1
+    base = dataclasses.replace(
+        model.RecipientUpdate.unchanged(lease, recipient),
+        retry_num=attempts,
+        last_error=result.kind,
+        last_status=result.reason,
+    )
+    sender, notify = message.sender, recipient.notify
+    plan = planner.timing_of(schedule.value)
+    received_at = message.received_at
+    if result.action == "delayed" and timing.is_expired(
+        plan.expiry, received_at=received_at, attempts=attempts, now=now
+    ):
+        result = outcome.expired(result, reason=_expiry_reason(plan.expiry, attempts))
+        base = dataclasses.replace(base, last_status=result.reason)
+    match result.action:
+        case "delivered":
+            update = dataclasses.replace(
+                base, status=model.RecipientStatus.DELIVERED, due=None, notify_due=None
+            )
+            action = dsn.dsn_action("delivered", sender=sender, notify=notify, handoff=handoff)
+            return Settlement(update, result, action, None)
+        case "failed":
+            update = dataclasses.replace(
+                base, status=model.RecipientStatus.FAILED, due=None, notify_due=None
+            )
+            return Settlement(
+                update, result, dsn.dsn_action("failed", sender=sender, notify=notify), None
+            )
+        case "delayed":
+            pass
+    notify_num, action = recipient.notify_num, None
+    notify_time = timing.notify_at(plan, received_at=received_at, notify_num=notify_num)
+    if notify_time is not None and now >= notify_time:
+        action = dsn.dsn_action("delayed", sender=sender, notify=notify)
+        notify_num += 1
+    chosen = schedule.value
+    update = dataclasses.replace(
+        base,
+        status=model.RecipientStatus.SCHEDULED,
+        due=timing.next_attempt_at(plan, received_at=received_at, attempts=attempts, now=now),
+        notify_num=notify_num,
+        notify_due=timing.notify_at(plan, received_at=received_at, notify_num=notify_num),
+        queue=chosen.queue,
+        schedule=schedule.name,
+        expires_at=timing.deadline(plan.expiry, received_at=received_at),
+        max_attempts=(
+            chosen.expiry.max_attempts
+            if isinstance(chosen.expiry, registry.AttemptsExpiry)
+            else None
+        ),
+    )
+    until = timing.expected_expiry(plan, received_at=received_at, attempts=attempts, now=now)
+    return Settlement(update, result, action, until)
+
+
+def _expiry_reason(expiry: timing.Expiry, attempts: int) -> str:
+    match expiry:
+        case timing.Ttl(expire_ms):
+            return (
+                f"gave up: the message was in the queue for {durations.format_duration(expire_ms)}"
+            )
+        case timing.Attempts():
+            return f"gave up after {attempts} attempts"
+
+
+class Worker:
+    """Delivers due recipients (see the module docstring). Async context manager.
+
+    :param settings: the daemon settings.
+    :param registry: where the registry snapshot is read, once per lease round and job.
+    :param store: the queue.
+    :param resolver: the DNS resolver for MX, address and ``dns_query()`` lookups.
+    :param owner: this worker's lease owner name: unique among processes sharing the queue,
+        stable across restarts (see Limits).
+    :param clock: epoch milliseconds.
+    """
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        registry: SnapshotSource,
+        store: queue_store.QueueStore,
+        resolver: dns_resolver.Resolver,
+        *,
+        owner: str,
+        poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS,
+        attempt_timeout_ms: int = DEFAULT_ATTEMPT_TIMEOUT_MS,
+        grace_ms: int = DEFAULT_GRACE_MS,
+        clock: Callable[[], int] = model.now_ms,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._store = store
+        self._resolver = resolver
+        self.owner = owner
+        self._poll_s = poll_interval_ms / 1000
+        self._attempt_timeout_ms = attempt_timeout_ms
+        self._lease_ms = attempt_timeout_ms + LEASE_MARGIN_MS
+        self._grace_s = grace_ms / 1000
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._env = expr.Environment(local_domains=frozenset(settings.local.domains))
+        self._lookup = attempt.make_lookup(resolver)
+        self._wakeup = asyncio.Event()
+        self._running: collections.Counter[str] = collections.Counter()
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._on_stop: list[Callable[[], object]] = []
+        self.settled: collections.deque[Settled] = collections.deque(maxlen=SETTLED_HISTORY)
+        self.settled_total = 0
+        self._settled_changed = asyncio.Condition()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True between `start` and `stop`."""
+        return self._loop_task is not None and not self._loop_task.done()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs running now."""
+        return len(self._jobs)
+
+    async def start(self) -> None:
+        """Take back this owner's leases from a previous run, then start the loop."""
+        if self._loop_task is not None:
+            raise RuntimeError("the worker is already started")
+        released = await self._store.release(self.owner, now=self._clock())
+        if released:
+            log.warning(
+                "took back %d recipients leased by a previous run of %s; they are due now",
+                released,
+                self.owner,
+            )
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._loop(), name=f"delivery worker {self.owner}")
+
+    async def stop(self) -> None:
+        """Stop leasing; let jobs finish within the grace period, then cancel the rest.
+
+        Cancelled jobs record what is final and hand the rest back (due at once).
+        """
+        self._stopping = True
+        self._wakeup.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._jobs:
+            _, pending = await asyncio.wait(set(self._jobs), timeout=self._grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning(
+                    "cancelling %d deliveries still running after the grace period", len(pending)
+                )
+                await asyncio.wait(pending)
+        with contextlib.suppress(queue_store.QueueError):
+            await self._store.release(self.owner, now=self._clock())
+        for closer in reversed(self._on_stop):
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
+        self._on_stop.clear()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def wake(self) -> None:
+        """Look at the queue now (call after enqueuing mail)."""
+        self._wakeup.set()
+
+    def close_on_stop(self, closer: Callable[[], object], /) -> None:
+        """Call ``closer`` (sync or async) at the end of `stop`, e.g. a resolver the worker owns."""
+        self._on_stop.append(closer)
+
+    async def wait_settled(self, count: int, /, *, timeout_s: float = 10.0) -> list[Settled]:
+        """Wait until ``count`` recipient outcomes were recorded in all; the recent ones.
+
+        :raises TimeoutError: fewer within ``timeout_s``.
+        """
+        async with asyncio.timeout(timeout_s), self._settled_changed:
+            await self._settled_changed.wait_for(lambda: self.settled_total >= count)
+        return list(self.settled)
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wakeup.clear()
+            leased = False
+            try:
+                leased = await self._lease_round()
+                delay = 0.0 if leased else await self._idle_seconds()
+            except queue_store.QueueError as exc:
+                log.error("cannot take work from the queue: %s", exc)
+                delay = self._poll_s
+            if delay > 0 and not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wakeup.wait()
+
+    async def _idle_seconds(self) -> float:
+        """How long to sleep: until the next due time, at most one poll interval."""
+        due = await self._store.due_soonest()
+        now = self._clock()
+        if due is None or due <= now:  # nothing, or due but every slot is busy
+            return self._poll_s
+        return min(self._poll_s, (due - now) / 1000)
+
+    async def _lease_round(self) -> bool:
+        """Lease what each virtual queue has room for; True when anything was leased."""
+        snapshot = self._registry.snapshot()
+        now = self._clock()
+        leased, saturated = False, False
+        for queue in snapshot.virtual_queues:
+            free = queue.threads_per_node - self._running[queue.name]
+            if free <= 0:
+                saturated = True
+                continue
+            limit = min(free, queue_store.MAX_LEASE_BATCH)
+            leases = await self._store.lease_due(
+                now=now, owner=self.owner, lease_ms=self._lease_ms, limit=limit, queue=queue.name
+            )
+            if sum(len(lease.recipients) for lease in leases) >= limit:
+                saturated = True
+            for lease in leases:
+                self._spawn(lease)
+            leased = leased or bool(leases)
+        if not saturated and not self._stopping:
+            due = await self._store.due_soonest()
+            if due is not None and due <= now:  # due recipients in queues that do not exist
+                leases = await self._store.lease_due(
+                    now=now, owner=self.owner, lease_ms=self._lease_ms, limit=CATCH_ALL_BATCH
+                )
+                for lease in leases:
+                    self._spawn(lease)
+                leased = leased or bool(leases)
+        return leased
+
+    def _spawn(self, lease: model.Lease) -> None:
+        queue = lease.recipients[0].queue
+        self._running[queue] += 1
+        task = asyncio.create_task(
+            self._job(lease), name=f"delivery {lease.message.id} {lease.domain}"
+        )
+        self._jobs.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._jobs.discard(task)
+            self._running[queue] -= 1
+            self._wakeup.set()
+
+        task.add_done_callback(done)
+
+    # ---- one job ----------------------------------------------------------------------------
+
+    async def _job(self, lease: model.Lease) -> None:
+        """Deliver one lease and record the outcomes; the outermost guard of an attempt."""
+        snapshot = self._registry.snapshot()
+        results: dict[int, attempt.RecipientResult] = {}
+        body: bytes | None = None
+        problem: str | None = None
+        try:
+            deadline = asyncio.timeout(self._attempt_timeout_ms / 1000)
+            try:
+                async with deadline:
+                    body = await self._store.load_body(lease.message.id)
+                    await self._deliver(lease, snapshot, body, results)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                problem = (
+                    "the attempt did not finish within "
+                    f"{durations.format_duration(self._attempt_timeout_ms)}"
+                )
+            except queue_store.MessageNotFound:
+                problem = "the message is no longer in the queue"
+            except Exception as exc:  # the outermost guard: never lose the recipients
+                log.exception(
+                    "delivery of message %s to %s failed unexpectedly",
+                    lease.message.id,
+                    lease.domain,
+                )
+                problem = f"internal error during the attempt: {exc!r}"
+            await self._record(lease, snapshot, results, body, problem)
+        except asyncio.CancelledError:
+            await self._abandon(lease, snapshot, results, body)
+            raise
+        except Exception:  # recording failed: the lease lapses and the recipients come back
+            log.exception(
+                "cannot record the outcome for message %s (%s); its recipients will be "
+                "retried when the lease lapses",
+                lease.message.id,
+                lease.domain,
+            )
+
+    async def _deliver(
+        self,
+        lease: model.Lease,
+        snapshot: registry.Snapshot,
+        body: bytes,
+        results: dict[int, attempt.RecipientResult],
+    ) -> None:
+        """Route every recipient, then one attempt per route."""
+        message = lease.message
+        now = self._clock()
+        outbound = snapshot.outbound
+        by_route: dict[str, tuple[registry.Route, list[attempt.Target]]] = {}
+        addresses = [r.address for r in message.recipients]
+        for recipient in lease.recipients:
+            rcpt_vars = variables.rcpt_variables(message, recipient, now=now, recipients=addresses)
+            try:
+                route = await expr.evaluate_resolving(
+                    outbound.route, rcpt_vars, self._env, self._lookup
+                )
+                schedule = await expr.evaluate_resolving(
+                    outbound.schedule, rcpt_vars, self._env, self._lookup
+                )
+            except DnsTempFail as exc:
+                failed = outcome.Outcome(
+                    action="delayed",
+                    status="4.4.3",
+                    kind=LastError.DNS,
+                    remote_host=None,
+                    remote_ip=None,
+                    remote_reply=None,
+                    reason=f"the route or schedule expression needed DNS: {exc}",
+                )
+                target = attempt.Target(recipient, rcpt_vars, None)
+                results[recipient.id] = attempt.RecipientResult(
+                    target, failed, None, dsn.Handoff.RELAY
+                )
+                continue
+            plan = planner.plan_recipient(snapshot, route=route, schedule=schedule)
+            routed = by_route.setdefault(plan.route.name.lower(), (plan.route.value, []))
+            routed[1].append(attempt.Target(recipient, rcpt_vars, plan))
+        for chosen, targets in by_route.values():
+            job = attempt.Job(
+                message=message,
+                body=body,
+                domain=lease.domain,
+                route=chosen,
+                targets=tuple(targets),
+            )
+            await attempt.Attempt(
+                job,
+                settings=self._settings,
+                snapshot=snapshot,
+                resolver=self._resolver,
+                env=self._env,
+                results=results,
+                rng=self._rng,
+            ).run()
+
+    # ---- recording --------------------------------------------------------------------------
+
+    async def _record(
+        self,
+        lease: model.Lease,
+        snapshot: registry.Snapshot,
+        results: dict[int, attempt.RecipientResult],
+        body: bytes | None,
+        problem: str | None,
+    ) -> None:
+        """Record every leased recipient's outcome and queue the DSNs, in one transaction."""
+        now = self._clock()
+        settlements: list[tuple[model.QueuedRecipient, Settlement, attempt.RecipientResult | None]]
+        settlements = []
+        for recipient in lease.recipients:
+            result = results.get(recipient.id)
+            if result is None:
+                reason = problem or "the attempt ended without an outcome for this recipient"
+                got = outcome.Outcome(
+                    action="delayed",
+                    status="4.3.0",
+                    kind=LastError.IO,
+                    remote_host=None,
+                    remote_ip=None,
+                    remote_reply=None,
+                    reason=reason,
+                )
+                handoff = dsn.Handoff.RELAY
+            else:
+                got, handoff = result.outcome, result.handoff
+            schedule = await self._reschedule(lease, recipient, got, snapshot, now)
+            settlement = settle(lease, recipient, got, schedule=schedule, handoff=handoff, now=now)
+            settlements.append((recipient, settlement, result))
+        await self._commit(lease, snapshot, settlements, body, now)
+
+    async def _abandon(
+        self,
+        lease: model.Lease,
+        snapshot: registry.Snapshot,
+        results: dict[int, attempt.RecipientResult],
+        body: bytes | None,
+    ) -> None:
+        """A cancelled job: record final outcomes, hand the others back unchanged, due now."""
+        now = self._clock()
+        settlements = []
+        updates_back = []
+        for recipient in lease.recipients:
+            result = results.get(recipient.id)
+            if result is not None and result.outcome.action != "delayed":
+                schedule = await self._reschedule(lease, recipient, result.outcome, snapshot, now)
+                settlement = settle(
+                    lease,
+                    recipient,
+                    result.outcome,
+                    schedule=schedule,
+                    handoff=result.handoff,
+                    now=now,
+                )
+                settlements.append((recipient, settlement, result))
+            else:
+                back = model.RecipientUpdate.unchanged(lease, recipient)
+                updates_back.append(dataclasses.replace(back, due=now))
+        try:
+            await self._commit(lease, snapshot, settlements, body, now, extra=updates_back)
+        except Exception:  # stop() releases whatever is still leased
+            log.exception("cannot record the abandoned delivery of message %s", lease.message.id)
+
+    async def _reschedule(
+        self,
+        lease: model.Lease,
+        recipient: model.QueuedRecipient,
+        got: outcome.Outcome,
+        snapshot: registry.Snapshot,
+        now: int,
+    ) -> planner.Selection[registry.DeliverySchedule]:
+        """The schedule for the recipient after this attempt: ``schedule`` evaluated again.
+
+        A ``dns_query()`` in the expression that cannot be answered keeps the current one.
+        """
+        after = dataclasses.replace(
+            recipient,
+            retry_num=recipient.retry_num + 1,
+            last_error=got.kind,
+            last_status=got.reason,
+        )
+        rcpt_vars = variables.rcpt_variables(lease.message, after, now=now)
+        try:
+            value = await expr.evaluate_resolving(
+                snapshot.outbound.schedule, rcpt_vars, self._env, self._lookup
+            )
+        except DnsTempFail as exc:
+            log.warning("keeping schedule %r of %s: %s", recipient.schedule, recipient.address, exc)
+            value = recipient.schedule
+        return planner.select_schedule(snapshot, value)
+
+    async def _commit(
+        self,
+        lease: model.Lease,
+        snapshot: registry.Snapshot,
+        settlements: Sequence[
+            tuple[model.QueuedRecipient, Settlement, attempt.RecipientResult | None]
+        ],
+        body: bytes | None,
+        now: int,
+        *,
+        extra: Sequence[model.RecipientUpdate] = (),
+    ) -> None:
+        message = lease.message
+        reports = [
+            dsn.RecipientReport.of(
+                recipient,
+                settlement.outcome,
+                settlement.dsn,
+                last_attempt_at=now,
+                will_retry_until=settlement.will_retry_until,
+            )
+            for recipient, settlement, _ in settlements
+            if settlement.dsn is not None
+        ]
+        entries: list[queue_store.NewEntry] = []
+        if reports and body is not None:
+            notice = dsn.make_dsn(
+                message, reports, original=body, reporting_mta=self._settings.hostname, now=now
+            )
+            to = await self._dsn_recipient(snapshot, notice, message.sender, now)
+            entries.append((notice, [to]))
+        elif reports:
+            log.warning("no DSN for message %s: its body is gone", message.id)
+        updates = [settlement.update for _, settlement, _ in settlements] + list(extra)
+        recorded = await self._store.record(updates, enqueue=entries)
+        if recorded.refused:
+            log.warning(
+                "message %s: %d outcomes were not recorded: the lease lapsed or the recipient "
+                "was cancelled meanwhile",
+                message.id,
+                len(recorded.refused),
+            )
+        if entries:
+            self.wake()
+        for recipient, settlement, result in settlements:
+            if recipient.id in recorded.refused:
+                continue
+            self._note(message, recipient, settlement, result, now)
+        async with self._settled_changed:
+            self._settled_changed.notify_all()
+
+    async def _dsn_recipient(
+        self, snapshot: registry.Snapshot, notice: model.NewMessage, to: str, now: int
+    ) -> model.NewRecipient:
+        """The DSN's one recipient ``to`` (the original sender), scheduled by ``schedule``."""
+        rcpt_vars = variables.new_rcpt_variables(notice, to, recipients=[to], now=now)
+        try:
+            value = await expr.evaluate_resolving(
+                snapshot.outbound.schedule, rcpt_vars, self._env, self._lookup
+            )
+        except DnsTempFail:
+            value = planner.DEFAULT_NAME
+        chosen = planner.select_schedule(snapshot, value)
+        return planner.new_recipient(to, chosen, received_at=now)
+
+    def _note(
+        self,
+        message: model.QueuedMessage,
+        recipient: model.QueuedRecipient,
+        settlement: Settlement,
+        result: attempt.RecipientResult | None,
+        now: int,
+    ) -> None:
+        """The structured log line of one recipient's attempt, and the history entry."""
+        got, update = settlement.outcome, settlement.update
+        tls = result.tls.describe() if result is not None and result.tls is not None else "-"
+        plan = result.target.plan if result is not None else None
+        route = plan.route.name if plan is not None else "-"
+        next_due = (
+            f"retry in {durations.format_duration(max(0, (update.due or now) - now))}"
+            if update.status is model.RecipientStatus.SCHEDULED
+            else update.status.value
+        )
+        fields = {
+            "message_id": message.id,
+            "recipient": recipient.address,
+            "route": route,
+            "mx": got.remote_host or "-",
+            "ip": got.remote_ip or "-",
+            "tls": tls,
+            "action": got.action,
+            "status": got.status,
+            "kind": got.kind.value,
+            "next": next_due,
+            "dsn": settlement.dsn.value if settlement.dsn is not None else "-",
+        }
+        log.info(
+            "delivery %s reason=%r",
+            " ".join(
+                f"{key}={value!r}" if " " in value else f"{key}={value}"
+                for key, value in fields.items()
+            ),
+            got.reason,
+            extra={"delivery": fields | {"reason": got.reason}},
+        )
+        self.settled.append(
+            Settled(
+                message_id=message.id,
+                recipient_id=recipient.id,
+                address=recipient.address,
+                outcome=got,
+                status=update.status,
+                due=update.due,
+                at=now,
+                tls=tls,
+                dsn=settlement.dsn,
+                retry_num=update.retry_num,
+            )
+        )
+        self.settled_total += 1
+
+
+def build_worker(
+    settings: config.Settings,
+    registry: SnapshotSource,
+    store: queue_store.QueueStore,
+    /,
+    *,
+    owner: str | None = None,
+) -> Worker:
+    """build_worker - the worker `delivery serve` runs, with a resolver from the settings.
+
+    The resolver is closed when the worker stops.
+
+    :param owner: the lease owner name; default the ``hostname`` setting (one daemon per host
+        and queue; see the module docstring).
+    """
+    resolver = dns_resolver.Resolver(
+        settings.dns.servers(),
+        timeout_ms=settings.dns.timeout_ms,
+        trust_ad=settings.dns.dnssec == "trust-ad",
+    )
+    worker = Worker(settings, registry, store, resolver, owner=owner or settings.hostname)
+    worker.close_on_stop(resolver.close)
+    return worker
