@@ -139,13 +139,11 @@ def schema(dialect: Dialect, /) -> list[str]:
         # Completing a lease with the message's other due recipients for the domain.
         "CREATE INDEX IF NOT EXISTS queue_recipients_group"
         " ON queue_recipients (message_id, domain, status, due)",
-        "CREATE INDEX IF NOT EXISTS queue_recipients_domain ON queue_recipients (domain)",
         # Only leased rows are indexed: small whatever the queue size.
         "CREATE INDEX IF NOT EXISTS queue_recipients_token"
         " ON queue_recipients (lease_token) WHERE lease_token IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS queue_recipients_owner"
         " ON queue_recipients (lease_owner) WHERE lease_owner IS NOT NULL",
-        "CREATE INDEX IF NOT EXISTS queue_messages_sender ON queue_messages (lower(sender))",
     ]
 
 

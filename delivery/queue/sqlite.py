@@ -247,7 +247,9 @@ class SqliteQueueStore:
         recipients = {r.id: r for r in map(sql.recipient_from_row, recipient_rows)}
         groups: dict[tuple[str, str], list[model.QueuedRecipient]] = {}
         for rid in ids:
-            recipient = recipients[rid]
+            recipient = recipients.get(rid)
+            if recipient is None:  # claimed by a concurrent transaction (PostgreSQL)
+                continue
             groups.setdefault((recipient.message_id, recipient.domain), []).append(recipient)
         messages = {row[0]: row for row in message_rows}
         return [

@@ -214,7 +214,9 @@ class QueueStore(Protocol):
         Filters combine with AND: ``status``, ``domain`` (case-insensitive) and
         ``queue`` keep messages with at least one recipient matching all three;
         ``sender`` matches the envelope sender case-insensitively (``""`` is the
-        null sender). ``after`` is the last id of the previous page.
+        null sender). ``after`` is the last id of the previous page. An operator's
+        tool: it walks messages in id order, so a filter that matches few messages
+        reads many.
 
         :raises ValueError: ``limit`` outside 1..`MAX_LIST_LIMIT`.
         """
