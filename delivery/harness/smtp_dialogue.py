@@ -202,10 +202,9 @@ class Dialogue:
         """The actions at connection time: the greeting, or the scripted one."""
         step = self.script.greeting
         reply = step.reply or Reply(220, f"{self.hostname} ESMTP delivery harness")
-        if 200 <= reply.code < 300 or reply.code == 421:
-            return self._respond(reply, step)
-        # RFC 5321 §3.1: after a 554 greeting, wait for QUIT and answer 503 to the rest.
-        self._mode = "rejected"
+        if not (200 <= reply.code < 300 or reply.code == 421):
+            # RFC 5321 §3.1: after a 554 greeting, wait for QUIT and answer 503 to the rest.
+            self._mode = "rejected"
         return self._respond(reply, step)
 
     def feed(self, data: bytes, /) -> list[Action]:
@@ -350,7 +349,7 @@ class Dialogue:
         verb, arg = verb.upper(), arg.strip()
         if self._mode == "rejected":
             if verb == "QUIT":
-                return self._respond(self._ok("2.0.0", "Bye", 221), self.script.quit)
+                return self._quit(arg)
             return self._error(Reply(503, "5.5.1 Error: no service, send QUIT"))
         handler = {
             "EHLO": self._ehlo,

@@ -45,7 +45,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, get_args
+from typing import Literal, assert_never, get_args
 
 from delivery.harness import certs
 from delivery.harness.smtp_dialogue import (
@@ -130,7 +130,8 @@ class SmtpReceiver:
     :param credential: the certificate to present; by default made by ``certs`` for
         ``hostname`` by ``factory``, in the kind the mode names.
     :param factory: the certificate factory that makes the credential when none is given.
-    :param script: what to do at each stage; replace `script` at any time.
+    :param script: what to do at each stage; assign `script` to change it (each connection
+        follows the script in force when it was accepted).
     :param extensions: the ESMTP keywords to advertise.
     :param limits: caps on lines, messages, recipients, errors, idle time.
     :param sock: an already bound listening socket to serve on (``host``/``port`` ignored):
@@ -383,6 +384,8 @@ class SmtpReceiver:
                     if delay:
                         await asyncio.sleep(delay)
                     return False
+                case _:
+                    assert_never(action)
         return not dialogue.closed
 
     async def _handshake(

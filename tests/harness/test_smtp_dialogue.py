@@ -323,6 +323,12 @@ def test_scripted_starttls_refusal_keeps_the_session_in_clear_text() -> None:
     assert accepted(actions)[0].tls is None
 
 
+def test_quit_after_a_554_greeting_closes() -> None:
+    actions = feed_lines(dialogue(script=GREET_554), ["HELO c", "QUIT"])
+    assert codes(actions) == [554, 503, 221]
+    assert isinstance(actions[-1], Close)
+
+
 def test_close_without_a_reply_sends_nothing_and_waits_the_delay() -> None:
     d = dialogue(script=Script(mail=Step(delay=0.25, close=True)))
     actions = feed_lines(d, ["EHLO c", "MAIL FROM:<a@x>", "NOOP"])
