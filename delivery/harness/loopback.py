@@ -36,8 +36,8 @@ LAST_HOST_OCTET = 254
 SAME_PORT_ATTEMPTS = 32  # tries at a port free on every address before giving up
 
 
-def require_loopback(host: str) -> str:
-    """``host`` if it is an IPv4 loopback address.
+def require_loopback(host: str, *, ipv6: bool = False) -> str:
+    """``host`` if it is a loopback address: 127.0.0.0/8, or also ::1 with ``ipv6``.
 
     :raises ValueError: anything else.
     """
@@ -45,8 +45,9 @@ def require_loopback(host: str) -> str:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{host!r} is not an IP address") from None
-    if address.version != 4 or not address.is_loopback:
-        raise ValueError(f"{host} is not in 127.0.0.0/8: harness servers listen on loopback only")
+    if not address.is_loopback or (address.version == 6 and not ipv6):
+        where = "127.0.0.0/8 or ::1" if ipv6 else "127.0.0.0/8"
+        raise ValueError(f"{host} is not in {where}: harness servers listen on loopback only")
     return host
 
 

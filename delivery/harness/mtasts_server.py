@@ -31,7 +31,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from delivery.harness import certs
+from delivery.harness import certs, loopback
 
 __all__ = [
     "POLICY_PATH",
@@ -199,7 +199,12 @@ class PolicyServer:
         return web.Response(status=policy.status, body=policy.payload(), headers=headers)
 
     async def start(self) -> None:
-        """Start serving."""
+        """Start serving.
+
+        :raises ValueError: the address is not a loopback address.
+        """
+        bound_host = self._sock.getsockname()[0] if self._sock is not None else self._host
+        loopback.require_loopback(str(bound_host), ipv6=True)
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, assert_never, get_args
 
-from delivery.harness import certs
+from delivery.harness import certs, loopback
 from delivery.harness.smtp_dialogue import (
     Accept,
     Action,
@@ -251,7 +251,12 @@ class SmtpReceiver:
     # ---- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start listening."""
+        """Start listening.
+
+        :raises ValueError: the address is not a loopback address.
+        """
+        bound_host = self._sock.getsockname()[0] if self._sock is not None else self._host
+        loopback.require_loopback(str(bound_host), ipv6=True)
         if self._sock is not None:
             self._server = await asyncio.start_server(self._session, sock=self._sock)
         else:

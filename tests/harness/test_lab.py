@@ -73,6 +73,8 @@ async def test_every_example_scenario_starts_serves_and_stops(
                 await greeting(address, the_lab.smtp_port)
         elif host.script.greeting.delay == 0:
             assert (await greeting(address, the_lab.smtp_port)).startswith(b"220 ")
+    listening = [*the_lab.addresses.values(), *the_lab.policy_addresses.values()]
+    assert all(address.startswith("127.") for address in listening)  # loopback only
     settings = config.load(_write(the_lab), environ={})
     assert settings.dns.servers() == [the_lab.dns.address]
     assert settings.smtp.port == the_lab.smtp_port

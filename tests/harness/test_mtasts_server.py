@@ -189,6 +189,11 @@ async def test_new_certificate_kind_applies_to_new_connections(
                 await fetch(http, running, "example.test")
 
 
+async def test_only_loopback_addresses(harness_certs: certs.CertFactory) -> None:
+    with pytest.raises(ValueError, match="loopback only"):
+        await PolicyServer({}, factory=harness_certs, host="0.0.0.0").start()
+
+
 def test_policy_text_follows_rfc_8461() -> None:
     text = format_policy("testing", ["a.example.test", "*.b.example.test"], 600)
     assert text.split("\r\n") == [

@@ -379,6 +379,27 @@ async def test_reset_forgets_the_records(make_receiver: MakeReceiver) -> None:
     assert (mx.received, mx.commands, mx.connections) == ([], [], 0)
 
 
+async def test_only_loopback_addresses(make_receiver: MakeReceiver) -> None:
+    with pytest.raises(ValueError, match="loopback only"):
+        await make_receiver(MX, host="0.0.0.0")
+    receiver = await make_receiver(MX, host="::1")
+    assert receiver.address[0] == "::1"
+
+
+async def test_scripted_starttls_refusal(
+    make_receiver: MakeReceiver, tls_context: ssl.SSLContext
+) -> None:
+    script = Script(starttls=Step(Reply(454, "4.7.0 TLS not available due to local problem")))
+    mx = await make_receiver(MX, tls="valid", script=script)
+    async with client(mx) as smtp:
+        with pytest.raises(aiosmtplib.SMTPResponseException) as raised:
+            await smtp.starttls(server_hostname=MX, tls_context=tls_context)
+        assert raised.value.code == 454
+        await smtp.sendmail("a@x.test", ["b@y.test"], b"x\r\n")
+    (message,) = await mx.wait_for_messages()
+    assert message.tls is None
+
+
 def test_certificate_modes_need_a_credential() -> None:
     with pytest.raises(ValueError, match="needs a credential"):
         SmtpReceiver(MX, tls="valid")
