@@ -185,7 +185,8 @@ def _split_once(text: Value, separator: Value, /) -> Value:
     source, sep = to_text(text), to_text(separator)
     if sep not in source:
         return []
-    head, _, tail = source.partition(sep)
+    # An empty separator is found before the first character ("" in "abc").
+    head, _, tail = source.partition(sep) if sep else ("", "", source)
     return [head, tail]
 
 
@@ -193,7 +194,8 @@ def _rsplit_once(text: Value, separator: Value, /) -> Value:
     source, sep = to_text(text), to_text(separator)
     if sep not in source:
         return []
-    head, _, tail = source.rpartition(sep)
+    # An empty separator is found after the last character.
+    head, _, tail = source.rpartition(sep) if sep else (source, "", "")
     return [head, tail]
 
 
