@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import doctest
 import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import ModuleType
 
 import dns.asyncquery
@@ -21,6 +23,8 @@ from delivery.harness import (
 )
 from tests.plugins import harness as plugin
 
+SCENARIOS = Path(__file__).parents[2] / "fixtures" / "scenarios"
+
 
 @pytest.mark.harness_mx("mx1.example.test", tls="expired")
 @pytest.mark.harness_mx("mx2.example.test", tls="none", replies={"mail": "451 4.3.0 later"})
@@ -37,6 +41,17 @@ async def test_markers_declare_the_lab(harness: lab.Lab) -> None:
     ]
     assert harness.scenario.domain("signed.test").dnssec == "secure"
     assert harness.zones()[1].records[-1].rtype == "TLSA"
+
+
+async def test_make_lab_takes_a_file_name_text_or_mapping(
+    make_lab: Callable[..., Awaitable[lab.Lab]],
+) -> None:
+    by_name = await make_lab(str(SCENARIOS / "plain.toml"))
+    by_text = await make_lab((SCENARIOS / "plain.toml").read_text())
+    by_mapping = await make_lab({"domains": {"plain.test": {"mx": [{"name": "mx1.plain.test"}]}}})
+    for running in (by_name, by_text, by_mapping):
+        assert set(running.receivers) == {"mx1.plain.test"}
+    assert by_name.scenario.name == "plain"
 
 
 def test_markers_become_a_scenario_mapping() -> None:

@@ -11,7 +11,9 @@ Addresses:
 Servers (started in the test's event loop, stopped after it):
     make_receiver       ``await make_receiver("mx1.example.test", tls="expired", ...)``: one
                         `SmtpReceiver` on a fresh address and free port
-    make_lab            ``await make_lab(path | toml_text | mapping | Scenario)``: a running `Lab`
+    make_lab            ``await make_lab(source)``: a running `Lab`; the source is a scenario
+                        file (a Path, or a str ending in .toml), TOML text, a mapping or a
+                        `Scenario`; keywords go to `Lab` (``smtp_port=...``)
     harness             the `Lab` declared by the test's ``harness_mx`` markers:
 
     @pytest.mark.harness_mx("mx1.example.test", tls="expired")
@@ -109,6 +111,8 @@ def _scenario(source: ScenarioSource) -> scenario.Scenario:
     if isinstance(source, Path):
         return scenario.load(source)
     if isinstance(source, str):
+        if source.endswith(".toml") and "\n" not in source:
+            return scenario.load(source)  # a file name, not TOML text
         return scenario.parse(source)
     return scenario.parse(dict(source))
 
