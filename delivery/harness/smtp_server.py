@@ -34,6 +34,10 @@ internals. A harness must script all of these, so the dialogue is our own sans-I
 driven here over asyncio streams; real clients (aiosmtplib, openssl s_client) test it.
 
 Standards: RFC 5321, RFC 3207 and the extensions listed in `smtp_dialogue`.
+Limits: plaintext a client pipelines after STARTTLS is discarded when it arrived with the
+STARTTLS command; bytes arriving in a later packet before the handshake starts stay in the
+stream's buffer (asyncio offers no public way to drop them) and would be read as the first
+bytes of the TLS session. One read is at most READ_CHUNK_BYTES.
 """
 
 from __future__ import annotations
