@@ -144,7 +144,7 @@ class IfBlock:
         return f"IfBlock({len(self.rules)} rules, else {self.otherwise!r}, {self.context})"
 
 
-def compile_text(text: str, context: Context, /) -> Program:
+def compile_text(text: str, context: Context) -> Program:
     """Compile one expression for ``context``.
 
     :raises ExprError: a syntax error or a failed check (module docstring), with its position.
@@ -160,9 +160,7 @@ def compile_text(text: str, context: Context, /) -> Program:
     return Program(text, context, compiled.code, captures=scope.capturing, uses_dns=dns_calls > 0)
 
 
-def compile_if_block(
-    rules: Sequence[tuple[str, str]], otherwise: str, context: Context, /
-) -> IfBlock:
+def compile_if_block(rules: Sequence[tuple[str, str]], otherwise: str, context: Context) -> IfBlock:
     """Compile an Expression: ``rules`` as ``(if_text, then_text)`` pairs, and the ``else``.
 
     Rules whose ``if`` is a constant are resolved now: a false one is dropped, a true one makes

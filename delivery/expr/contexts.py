@@ -62,7 +62,7 @@ _HOST_VARIABLES = _RCPT_VARIABLES | {"mx", "remote_ip", "local_ip"}
 _VARIABLES = {Context.RCPT: _RCPT_VARIABLES, Context.HOST: _HOST_VARIABLES}
 
 
-def variables_of(context: Context, /) -> frozenset[str]:
+def variables_of(context: Context) -> frozenset[str]:
     """The variable names expressions of ``context`` may read.
 
     >>> sorted(variables_of(Context.HOST) - variables_of(Context.RCPT))

@@ -38,7 +38,6 @@ async def evaluate_resolving(
     variables: Mapping[str, Value],
     env: Environment,
     lookup: Lookup,
-    /,
 ) -> Value:
     """Evaluate ``block``, performing the DNS lookups its ``dns_query`` calls need.
 

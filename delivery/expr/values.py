@@ -254,7 +254,7 @@ def index(target: Value, position: Value, /) -> Value:
     return target if number == 0 else ""
 
 
-def result_name(value: Value, /) -> str | None:
+def result_name(value: Value) -> str | None:
     """The strategy name an expression returned, or None meaning "use ``default``".
 
     DESIGN §4: a result that is not a string selects the default. An empty string selects it
