@@ -602,10 +602,10 @@ class Attempt:
     async def _addresses(
         self, host: str, strategy: planner.IpLookupStrategy, max_multihomed: int
     ) -> list[_Candidate]:
-        lookups: list[DnsResult[str]] = []
-        for family in planner.address_families(strategy):
-            lookup = self._resolver.a if family == "A" else self._resolver.aaaa
-            lookups.append(await lookup(host))
+        families = planner.address_families(strategy)
+        lookups: list[DnsResult[str]] = await asyncio.gather(
+            *(self._resolver.a(host) if f == "A" else self._resolver.aaaa(host) for f in families)
+        )
         found = planner.host_addresses(host, lookups, max_multihomed=max_multihomed, rng=self._rng)
         if found is None:
             return []

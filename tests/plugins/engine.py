@@ -40,7 +40,7 @@ __all__ = ["EngineWorld", "make_engine", "make_snapshot"]
 TEST_HOSTNAME = "mta.engine.test"
 TEST_POLL_INTERVAL_MS = 200
 TEST_RETRY_MS = 1000  # `remote` and `dsn` retry every second in tests
-TEST_DNS_TIMEOUT_MS = 2000
+TEST_DNS_TIMEOUT_MS = 1000
 BODY = (
     b"From: a@sender.test\r\nTo: b@example.test\r\nSubject: test\r\n"
     b"Message-ID: <t1@sender.test>\r\n\r\nhello\r\n"
