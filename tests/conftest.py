@@ -2,5 +2,6 @@
 
 pytest_plugins = [
     "tests.plugins.api",
+    "tests.plugins.harness",
     "tests.plugins.registry",
 ]
