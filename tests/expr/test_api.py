@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
 
 from delivery import expr
@@ -90,16 +87,3 @@ def test_environment_defaults_to_nothing_known() -> None:
     env = expr.Environment()
     assert (env.local_domains, dict(env.dns_answers)) == (frozenset(), {})
     assert expr.compile_text("is_local_domain('example.org')", expr.Context.RCPT).evaluate({}) == 0
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        *(f"delivery.expr.{name}" for name in ["tokens", "parser", "values", "contexts"]),
-        "delivery.expr.compile",
-        "delivery.cli.eval",
-    ],
-)
-def test_docstring_examples(module: str) -> None:
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.attempted > 0 and result.failed == 0
