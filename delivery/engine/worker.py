@@ -50,10 +50,10 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from delivery import config, durations, expr
 from delivery.dns import resolver as dns_resolver
@@ -261,6 +261,8 @@ class Worker:
         self._lookup = attempt.make_lookup(resolver)
         self._wakeup = asyncio.Event()
         self._running: collections.Counter[str] = collections.Counter()
+        self.peak: collections.Counter[str] = collections.Counter()
+        """Most jobs that ran at once, per virtual queue name, since start (for metrics)."""
         self._jobs: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -293,6 +295,7 @@ class Worker:
                 self.owner,
             )
         self._stopping = False
+        self.peak.clear()
         self._loop_task = asyncio.create_task(self._loop(), name=f"delivery worker {self.owner}")
 
     async def stop(self) -> None:
@@ -303,9 +306,10 @@ class Worker:
         self._stopping = True
         self._wakeup.set()
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            # Not cancelled: the loop ends after its current store call. A store call cut off
+            # by cancellation could leave the store's connection inside a transaction.
+            await self._loop_task
+            self._loop_task = None
         if self._jobs:
             _, pending = await asyncio.wait(set(self._jobs), timeout=self._grace_s)
             for task in pending:
@@ -364,6 +368,9 @@ class Worker:
             except queue_store.QueueError as exc:
                 log.error("cannot take work from the queue: %s", exc)
                 delay = self._poll_s
+            except Exception:  # the loop must outlive any one bug: log, wait, go on
+                log.exception("the delivery loop failed; trying again")
+                delay = self._poll_s
             if delay > 0 and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
@@ -410,6 +417,7 @@ class Worker:
     def _spawn(self, lease: model.Lease) -> None:
         queue = lease.recipients[0].queue
         self._running[queue] += 1
+        self.peak[queue] = max(self.peak[queue], self._running[queue])
         task = asyncio.create_task(
             self._job(lease), name=f"delivery {lease.message.id} {lease.domain}"
         )
@@ -430,11 +438,12 @@ class Worker:
         results: dict[int, attempt.RecipientResult] = {}
         body: bytes | None = None
         problem: str | None = None
+        recording: asyncio.Task[None] | None = None
         try:
             deadline = asyncio.timeout(self._attempt_timeout_ms / 1000)
             try:
                 async with deadline:
-                    body = await self._store.load_body(lease.message.id)
+                    body = await _shielded(self._store.load_body(lease.message.id))
                     await self._deliver(lease, snapshot, body, results)
             except TimeoutError:
                 if not deadline.expired():
@@ -452,9 +461,14 @@ class Worker:
                     lease.domain,
                 )
                 problem = f"internal error during the attempt: {exc!r}"
-            await self._record(lease, snapshot, results, body, problem)
+            recording = asyncio.ensure_future(self._record(lease, snapshot, results, body, problem))
+            await asyncio.shield(recording)
         except asyncio.CancelledError:
-            await self._abandon(lease, snapshot, results, body)
+            if recording is None:
+                await self._abandon(lease, snapshot, results, body)
+            else:  # the outcome is being recorded: let it finish, never record it twice
+                with contextlib.suppress(Exception):
+                    await recording
             raise
         except Exception:  # recording failed: the lease lapses and the recipients come back
             log.exception(
@@ -737,6 +751,24 @@ class Worker:
             )
         )
         self.settled_total += 1
+
+
+T = TypeVar("T")
+
+
+async def _shielded(step: Awaitable[T], /) -> T:
+    """Await a store call that cancellation must not cut off halfway (see `Worker.stop`).
+
+    The caller may still be cancelled; the call then finishes on its own, its failure logged.
+    """
+    task = asyncio.ensure_future(step)
+    task.add_done_callback(_log_failure)
+    return await asyncio.shield(task)
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a shielded store call failed: %s", task.exception())
 
 
 def build_worker(

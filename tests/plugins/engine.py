@@ -168,11 +168,13 @@ async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[E
         attempt_timeout_ms: int = 30_000,
         start: bool = True,
         owner: str | None = None,
+        grace_ms: int = 2000,
+        hostname: str = TEST_HOSTNAME,
     ) -> EngineWorld:
         folder = tmp_path / f"engine{len(worlds)}"
         settings = config.Settings.model_validate(
             {
-                "hostname": TEST_HOSTNAME,
+                "hostname": hostname,
                 "store": {"url": f"sqlite://{folder}/delivery.db"},
                 "local": {"domains": list(local_domains)},
                 **lab.settings(),
@@ -192,7 +194,7 @@ async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[E
             owner=owner or f"test-{len(worlds)}",
             poll_interval_ms=TEST_POLL_INTERVAL_MS,
             attempt_timeout_ms=attempt_timeout_ms,
-            grace_ms=2000,
+            grace_ms=grace_ms,
         )
         world = EngineWorld(lab, settings, registry, store, resolver, engine)
         worlds.append(world)
