@@ -1,17 +1,8 @@
-"""The engine tests use the harness and engine plugins' fixtures.
+"""The engine tests use the engine plugin's fixtures.
 
-Until tests/conftest.py lists ``tests.plugins.harness`` and ``tests.plugins.engine``,
-importing the fixtures here makes them available to these tests (a conftest's fixtures
-override a plugin's of the same name, so both together are harmless).
+Until tests/conftest.py lists ``tests.plugins.engine``, importing its fixture here makes it
+available to these tests (a conftest's fixtures override a plugin's of the same name, so both
+together are harmless). The harness fixtures come from the registered harness plugin.
 """
 
 from tests.plugins.engine import make_engine  # noqa: F401
-from tests.plugins.harness import (  # noqa: F401
-    harness,
-    harness_ca_file,
-    harness_certs,
-    harness_pool,
-    loopback_address,
-    make_lab,
-    make_receiver,
-)
