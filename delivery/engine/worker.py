@@ -657,11 +657,15 @@ class Worker:
         ]
         entries: list[queue_store.NewEntry] = []
         if reports and body is not None:
-            notice = dsn.make_dsn(
-                message, reports, original=body, reporting_mta=self._settings.hostname, now=now
-            )
-            to = await self._dsn_recipient(snapshot, notice, message.sender, now)
-            entries.append((notice, [to]))
+            try:
+                notice = dsn.make_dsn(
+                    message, reports, original=body, reporting_mta=self._settings.hostname, now=now
+                )
+                to = await self._dsn_recipient(snapshot, notice, message.sender, now)
+            except ValueError as exc:  # InvalidEnvelope: a sender no DSN can be addressed to
+                log.warning("no DSN for message %s to %r: %s", message.id, message.sender, exc)
+            else:
+                entries.append((notice, [to]))
         elif reports:
             log.warning("no DSN for message %s: its body is gone", message.id)
         updates = [settlement.update for _, settlement, _ in settlements] + list(extra)

@@ -137,3 +137,16 @@ async def test_no_dsn_for_a_null_sender_or_notify_never(
     assert {s.status for s in settled} == {model.RecipientStatus.FAILED}
     assert all(s.dsn is None for s in settled)
     assert len(await world.store.list_messages()) == 2
+
+
+async def test_a_sender_no_dsn_can_reach_still_lets_the_bounce_be_recorded(
+    make_lab: MakeLab, make_engine: MakeEngine
+) -> None:
+    lab = await make_lab(world_of(bounce_test={"replies": {"rcpt": {"*": "550 5.1.1 no"}}}))
+    world = await make_engine(lab)
+    message_id = await world.send("postmaster", ["a@bounce.test"])
+    [settled] = await world.worker.wait_settled(1)
+    assert settled.status is model.RecipientStatus.FAILED
+    [stored] = await world.recipients(message_id)
+    assert stored.status is model.RecipientStatus.FAILED
+    assert len(await world.store.list_messages()) == 1

@@ -215,3 +215,41 @@ async def test_a_connection_expression_picks_ehlo_name_source_and_timeouts(
     tarpit = settled["b@tarpit.test"]
     assert tarpit.status is model.RecipientStatus.SCHEDULED
     assert "greeting" in tarpit.outcome.reason and "0.5s" in tarpit.outcome.reason
+
+
+async def test_dns_query_in_a_route_expression_is_resolved_and_a_failure_defers(
+    make_lab: MakeLab, make_engine: MakeEngine
+) -> None:
+    lab = await make_lab(
+        {
+            "domains": {
+                "flagged.test": {
+                    "mx": [{"name": "mx1.flagged.test"}],
+                    "records": [{"name": "flagged.test", "type": "TXT", "value": '"relay-me"'}],
+                },
+                "broken.test": {
+                    "mx": [{"name": "mx1.broken.test"}],
+                    "faults": {"broken.test": "servfail"},
+                },
+                "relay.test": {"mx": [{"name": "smart.relay.test"}]},
+            }
+        }
+    )
+    world = await make_engine(lab)
+    await world.create(
+        "MtaRoute", type_="Relay", name="fallback", address="smart.relay.test", port=lab.smtp_port
+    )
+    await world.outbound(
+        route={
+            "match": [{"if": "len(dns_query(rcpt_domain, 'TXT')) > 0", "then": "'fallback'"}],
+            "else": "'mx'",
+        }
+    )
+    await world.send("", ["a@flagged.test"])
+    await world.send("", ["b@broken.test"])
+    settled = {s.address: s for s in await world.worker.wait_settled(2)}
+    assert settled["a@flagged.test"].status is model.RecipientStatus.DELIVERED
+    assert lab.mx("smart.relay.test").received[0].rcpt_tos == ["a@flagged.test"]
+    failed = settled["b@broken.test"]
+    assert failed.status is model.RecipientStatus.SCHEDULED
+    assert failed.outcome.kind is LastError.DNS and "dns_query" in failed.outcome.reason
