@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.plugins.api",
     "tests.plugins.harness",
+    "tests.plugins.queue",
     "tests.plugins.registry",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import doctest
 from email import message_from_bytes, message_from_string, policy
 from email.message import EmailMessage, Message
 from typing import Any, Literal
@@ -346,7 +345,3 @@ def test_report_of_a_queued_recipient_and_its_outcome() -> None:
     assert delayed.reason.startswith("connecting to mx1.example.com[192.0.2.7] was refused")
     assert (delayed.remote_host, delayed.remote_reply) == ("mx1.example.com", None)
     assert (delayed.will_retry_until, failed.will_retry_until) == (T0 + 1, None)
-
-
-def test_doctests_hold() -> None:
-    assert doctest.testmod(dsn).failed == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 from typing import Literal
 
 import pytest
@@ -212,7 +211,3 @@ def test_delivered_takes_the_enhanced_code_of_the_final_reply() -> None:
         "250 2.6.0 queued as X",
     )
     assert (plain.status, plain.reason) == ("2.0.0", "mx1.example said: 250 ok")  # fmt: skip
-
-
-def test_doctests_hold() -> None:
-    assert doctest.testmod(outcome).failed == 0

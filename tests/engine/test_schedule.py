@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 from collections.abc import Callable
 
 import pytest
@@ -133,7 +132,3 @@ def test_a_schedule_that_cannot_work_is_refused(make: Callable[[], object], fiel
     with pytest.raises(ConfigError) as caught:
         make()
     assert caught.value.field == field
-
-
-def test_doctests_hold() -> None:
-    assert doctest.testmod(schedule).failed == 0

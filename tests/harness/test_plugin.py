@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import doctest
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import ModuleType
 
 import dns.asyncquery
 import dns.message
@@ -16,10 +14,7 @@ from delivery.harness import (
     certs,
     lab,
     loopback,
-    mtasts_server,
     scenario,
-    smtp_dialogue,
-    smtp_script,
 )
 from tests.plugins import harness as plugin
 
@@ -89,12 +84,3 @@ def test_the_session_ca_file_holds_the_session_ca(
 ) -> None:
     with open(harness_ca_file, "rb") as ca:
         assert ca.read() == harness_certs.ca_pem()
-
-
-@pytest.mark.parametrize(
-    "module", [certs, smtp_script, smtp_dialogue, mtasts_server, scenario], ids=lambda m: m.__name__
-)
-def test_docstring_examples(module: ModuleType) -> None:
-    result = doctest.testmod(module)
-    assert result.failed == 0
-    assert result.attempted > 0
