@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.plugins.api",
+    "tests.plugins.engine",
     "tests.plugins.harness",
     "tests.plugins.queue",
     "tests.plugins.registry",

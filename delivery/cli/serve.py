@@ -30,7 +30,10 @@ import click
 
 from delivery import config
 from delivery.api import bootstrap, health, metrics, server
+from delivery.engine import worker as engine_worker
 from delivery.errors import ConfigError, DeliveryError
+from delivery.queue import sqlite as queue_sqlite
+from delivery.queue import store as queue_store
 from delivery.registry.service import Registry
 
 __all__ = ["COMPONENTS", "Component", "Runtime", "run_daemon", "serve"]
@@ -52,6 +55,10 @@ class Runtime:
     metrics_registry: metrics.MetricsRegistry = field(default_factory=metrics.MetricsRegistry)
     registry: Registry | None = None
     """The managed objects; set by `store`, the first component."""
+    queue: queue_store.QueueStore | None = None
+    """The message queue; set by `store`."""
+    worker: engine_worker.Worker | None = None
+    """The delivery worker; set by `worker`."""
     api_url: str | None = None
     """The API's bound base URL; set by `api`."""
 
@@ -61,22 +68,82 @@ class Runtime:
             raise RuntimeError("the store component must start before this one")
         return self.registry
 
+    def require_queue(self) -> queue_store.QueueStore:
+        """The queue store, for components started after `store`."""
+        if self.queue is None:
+            raise RuntimeError("the store component must start before this one")
+        return self.queue
+
 
 Component = Callable[[Runtime], AbstractAsyncContextManager[None]]
 
 
 @contextlib.asynccontextmanager
 async def store(runtime: Runtime) -> AsyncIterator[None]:
-    """Open the registry (creating the first-start objects) and report it in /healthz."""
-    registry = await Registry.open(runtime.settings.store.url)
-    runtime.registry = registry
-    runtime.health_checks.add("store", server.store_health(registry))
+    """Open the registry (creating the first-start objects) and the queue; report in /healthz."""
+    url = runtime.settings.store.url
+    if not url.startswith(config.SQLITE_SCHEME):
+        raise ConfigError("store.url", "only sqlite:// stores are supported in this version")
+    registry = await Registry.open(url)
+    try:
+        queue = await queue_sqlite.SqliteQueueStore.open(config.sqlite_path(url))
+    except BaseException:
+        await registry.close()
+        raise
+    runtime.registry, runtime.queue = registry, queue
+    registry_health = server.store_health(registry)
+
+    async def store_health() -> health.Health:
+        await queue.due_soonest()
+        return await registry_health()
+
+    runtime.health_checks.add("store", store_health)
     try:
         yield
     finally:
         runtime.health_checks.remove("store")
-        runtime.registry = None
-        await registry.close()
+        runtime.registry = runtime.queue = None
+        try:
+            await queue.close()
+        finally:
+            await registry.close()
+
+
+@contextlib.asynccontextmanager
+async def worker(runtime: Runtime) -> AsyncIterator[None]:
+    """Run the delivery worker; it drains in-flight deliveries when the daemon stops."""
+    settings = runtime.settings
+    delivery_worker = engine_worker.build_worker(
+        settings, runtime.require_registry(), runtime.require_queue()
+    )
+    servers = settings.dns.servers()
+
+    async def worker_health() -> health.Health:
+        if not delivery_worker.running:
+            return health.Health("failed", "the delivery worker is not running")
+        return health.Health("ok", f"{delivery_worker.in_flight} deliveries in flight")
+
+    async def dns_health() -> health.Health:
+        if not servers:
+            return health.Health("failed", "no nameserver: set [dns] nameservers")
+        cache = delivery_worker.resolver.cache
+        listed = ", ".join(f"{host}:{port}" for host, port in servers)
+        return health.Health(
+            "ok",
+            f"nameservers {listed}; dnssec {settings.dns.dnssec}; "
+            f"cache {cache.hits} hits, {cache.misses} misses",
+        )
+
+    async with delivery_worker:
+        runtime.worker = delivery_worker
+        runtime.health_checks.add("worker", worker_health)
+        runtime.health_checks.add("dns", dns_health)
+        try:
+            yield
+        finally:
+            runtime.health_checks.remove("dns")
+            runtime.health_checks.remove("worker")
+            runtime.worker = None
 
 
 @contextlib.asynccontextmanager
@@ -106,10 +173,10 @@ async def api(runtime: Runtime) -> AsyncIterator[None]:
         yield
 
 
-COMPONENTS: tuple[Component, ...] = (store, api)
-"""The daemon's parts, started in this order and stopped in reverse. The delivery worker and
-the submission listener go between `store` and `api`, so that the API (and its health report)
-comes up last, once everything it reports on runs, and stops first."""
+COMPONENTS: tuple[Component, ...] = (store, worker, api)
+"""The daemon's parts, started in this order and stopped in reverse: the API (and its health
+report) comes up last, once everything it reports on runs, and stops first; the worker stops
+before the store closes, so that in-flight deliveries are recorded or handed back."""
 
 
 async def run_daemon(
@@ -148,7 +215,7 @@ async def _main(settings: config.Settings) -> None:
     help="Settings file (default: ./delivery.toml if present, else the embedded defaults).",
 )
 def serve(cfg: str | None) -> None:
-    """Run the daemon: management API (and, as they land, worker and submission listener)."""
+    """Run the daemon: delivery worker and management API."""
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

@@ -57,7 +57,7 @@ from typing import Any, Protocol, TypeVar
 
 from delivery import config, durations, expr
 from delivery.dns import resolver as dns_resolver
-from delivery.engine import attempt, dsn, outcome, planner, variables
+from delivery.engine import attempt, dsn, intake, outcome, planner, variables
 from delivery.engine import schedule as timing
 from delivery.errors import DnsTempFail, LastError
 from delivery.queue import model
@@ -272,6 +272,11 @@ class Worker:
         self._settled_changed = asyncio.Condition()
 
     # ---- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def resolver(self) -> dns_resolver.Resolver:
+        """The resolver every attempt of this worker shares (its cache, for health and metrics)."""
+        return self._resolver
 
     @property
     def running(self) -> bool:
@@ -690,15 +695,15 @@ class Worker:
         self, snapshot: registry.Snapshot, notice: model.NewMessage, to: str, now: int
     ) -> model.NewRecipient:
         """The DSN's one recipient ``to`` (the original sender), scheduled by ``schedule``."""
-        rcpt_vars = variables.new_rcpt_variables(notice, to, recipients=[to], now=now)
-        try:
-            value = await expr.evaluate_resolving(
-                snapshot.outbound.schedule, rcpt_vars, self._env, self._lookup
-            )
-        except DnsTempFail:
-            value = planner.DEFAULT_NAME
-        chosen = planner.select_schedule(snapshot, value)
-        return planner.new_recipient(to, chosen, received_at=now)
+        [planned] = await intake.plan_recipients(
+            snapshot,
+            notice,
+            [intake.RecipientRequest(to)],
+            env=self._env,
+            lookup=self._lookup,
+            now=now,
+        )
+        return planned
 
     def _note(
         self,

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from delivery import config
-from delivery.harness import lab as harness_lab
 from delivery.queue import model
 from delivery.queue.sqlite import SqliteQueueStore
 from delivery.registry import Registry
+from tests.plugins.harness import MakeLab
 
-MakeLab = Callable[..., Awaitable[harness_lab.Lab]]
 ROOT = Path(__file__).parents[2]
 MESSAGES = 20
 KILL_AFTER = 5  # messages received before the worker is killed

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
 
 from delivery.harness import lab as harness_lab
 from delivery.queue import model
-from tests.plugins.engine import EngineWorld
-
-MakeEngine = Callable[..., Awaitable[EngineWorld]]
+from tests.plugins.engine import MakeEngine
 
 SMUGGLED = b"MAIL FROM:<evil@attacker.test>"
 TAIL = b"MAIL FROM:<evil@attacker.test>\r\nRCPT TO:<v@plain.test>\r\nDATA\r\nspoof\r\n.\r\nbye\r\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from typing import Any
@@ -10,10 +9,8 @@ from typing import Any
 from delivery.harness import lab as harness_lab
 from delivery.harness.smtp_dialogue import ReceivedMessage
 from delivery.queue import model
-from tests.plugins.engine import EngineWorld
-
-MakeEngine = Callable[..., Awaitable[EngineWorld]]
-MakeLab = Callable[..., Awaitable[harness_lab.Lab]]
+from tests.plugins.engine import MakeEngine
+from tests.plugins.harness import MakeLab
 
 SENDER = "alice@sender.test"
 

@@ -16,9 +16,8 @@ from delivery.errors import LastError
 from delivery.harness import certs
 from delivery.harness import lab as harness_lab
 from delivery.queue import model
-from tests.plugins.engine import EngineWorld
+from tests.plugins.engine import EngineWorld, MakeEngine
 
-MakeEngine = Callable[..., Awaitable[EngineWorld]]
 USER, PASSWORD = "mta", "s3cret-pass"
 
 

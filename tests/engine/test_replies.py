@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from delivery.errors import LastError
-from delivery.harness import lab as harness_lab
 from delivery.queue import model
-from tests.plugins.engine import EngineWorld
-
-MakeEngine = Callable[..., Awaitable[EngineWorld]]
-MakeLab = Callable[..., Awaitable[harness_lab.Lab]]
+from tests.plugins.engine import MakeEngine
+from tests.plugins.harness import MakeLab
 
 SCHEDULED, FAILED = model.RecipientStatus.SCHEDULED, model.RecipientStatus.FAILED
 REPLY = LastError.UNEXPECTED_REPLY

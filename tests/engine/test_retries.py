@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
 
 import pytest
 
 from delivery.harness import lab as harness_lab
 from delivery.queue import model
-from tests.plugins.engine import EngineWorld
-
-MakeEngine = Callable[..., Awaitable[EngineWorld]]
+from tests.plugins.engine import MakeEngine
 
 POLL_SLACK_MS = 1000  # an attempt starts within a poll interval (and a job's run) of its due
 

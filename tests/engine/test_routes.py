@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -10,10 +9,9 @@ import pytest
 from delivery.errors import LastError
 from delivery.harness import lab as harness_lab
 from delivery.queue import model
-from tests.plugins.engine import EngineWorld
+from tests.plugins.engine import MakeEngine
+from tests.plugins.harness import MakeLab
 
-MakeEngine = Callable[..., Awaitable[EngineWorld]]
-MakeLab = Callable[..., Awaitable[harness_lab.Lab]]
 SCENARIOS = Path(__file__).parents[2] / "fixtures" / "scenarios"
 
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
 
 from delivery.errors import LastError
 from delivery.harness import lab as harness_lab
 from delivery.harness import smtp_server
 from delivery.queue import model
-from tests.plugins.engine import EngineWorld
-
-MakeEngine = Callable[..., Awaitable[EngineWorld]]
-MakeLab = Callable[..., Awaitable[harness_lab.Lab]]
+from tests.plugins.engine import EngineWorld, MakeEngine
+from tests.plugins.harness import MakeLab
 
 
 def saw_mail_command(receiver: smtp_server.SmtpReceiver) -> bool:

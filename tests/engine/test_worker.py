@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
 
 from delivery import config
@@ -12,10 +10,8 @@ from delivery.errors import LastError
 from delivery.harness import lab as harness_lab
 from delivery.queue import model
 from delivery.queue.sqlite import SqliteQueueStore
-from tests.plugins.engine import BODY, EngineWorld, make_snapshot
-
-MakeEngine = Callable[..., Awaitable[EngineWorld]]
-MakeLab = Callable[..., Awaitable[harness_lab.Lab]]
+from tests.plugins.engine import BODY, MakeEngine, make_snapshot
+from tests.plugins.harness import MakeLab
 
 T0 = 1_700_000_000_000
 MINUTE, DAY = 60_000, 86_400_000

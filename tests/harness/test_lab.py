@@ -7,7 +7,6 @@ import hashlib
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -26,9 +25,9 @@ from delivery import config
 from delivery.harness import lab, scenario
 from delivery.harness.dns_server import RecordSpec
 from delivery.harness.mtasts_server import POLICY_PATH, Policy, format_policy, format_txt
+from tests.plugins.harness import MakeLab
 
 SCENARIOS = Path(__file__).parents[2] / "fixtures" / "scenarios"
-MakeLab = Callable[..., Awaitable[lab.Lab]]
 
 
 async def query(

@@ -28,7 +28,7 @@ import pytest
 
 from delivery import config, expr
 from delivery.dns import resolver as dns_resolver
-from delivery.engine import planner, variables, worker
+from delivery.engine import attempt, intake, worker
 from delivery.harness import lab as harness_lab
 from delivery.queue import model
 from delivery.queue.sqlite import SqliteQueueStore
@@ -45,6 +45,10 @@ BODY = (
     b"From: a@sender.test\r\nTo: b@example.test\r\nSubject: test\r\n"
     b"Message-ID: <t1@sender.test>\r\n\r\nhello\r\n"
 )
+
+
+MakeEngine = Callable[..., Awaitable["EngineWorld"]]
+"""The type of the `make_engine` fixture."""
 
 
 def make_snapshot(
@@ -132,18 +136,14 @@ class EngineWorld:
             received_at=now,
             **message,
         )
-        snapshot = self.registry.snapshot()
-        env = expr.Environment(local_domains=frozenset(self.settings.local.domains))
-        queued = []
-        for address in recipients:
-            rcpt_vars = variables.new_rcpt_variables(new, address, recipients=recipients, now=now)
-            value = snapshot.outbound.schedule.evaluate(rcpt_vars, env)
-            schedule = planner.select_schedule(snapshot, value)
-            queued.append(
-                planner.new_recipient(
-                    address, schedule, received_at=now, notify=notify, orcpt=orcpt
-                )
-            )
+        queued = await intake.plan_recipients(
+            self.registry.snapshot(),
+            new,
+            [intake.RecipientRequest(address, notify, orcpt) for address in recipients],
+            env=expr.Environment(local_domains=frozenset(self.settings.local.domains)),
+            lookup=attempt.make_lookup(self.resolver),
+            now=now,
+        )
         message_id = await self.store.enqueue(new, queued)
         self.sent.append(message_id)
         self.worker.wake()

@@ -50,6 +50,9 @@ __all__ = [
 WORKER_BLOCK_BASE = 10  # 127.10.x.y for worker gw0, 127.11.x.y for gw1...; 127.9 without xdist
 ScenarioSource = Path | str | Mapping[str, Any] | scenario.Scenario
 
+MakeLab = Callable[..., Awaitable[lab.Lab]]
+"""The type of the `make_lab` fixture."""
+
 
 def _worker_block() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
