@@ -4,8 +4,9 @@
 table. `format_mail` and `format_rcpt` build the MAIL FROM and RCPT TO command
 lines for an `Envelope`, adding each ESMTP parameter only when the server
 announced the extension that defines it, and `missing_extensions` names what a
-message needs but the server lacks. No I/O: `delivery.smtp.session` sends the
-bytes.
+message needs but the server lacks; `decode_xtext` and `parse_notify` read the
+DSN parameter values a client sent us (the server side). No I/O:
+`delivery.smtp.session` sends the bytes.
 
 Parameters, and when they are sent:
     SIZE=<octets>      SIZE announced (RFC 1870)
@@ -44,10 +45,12 @@ __all__ = [
     "Notify",
     "Recipient",
     "check_ehlo_name",
+    "decode_xtext",
     "format_mail",
     "format_rcpt",
     "missing_extensions",
     "parse_extensions",
+    "parse_notify",
     "xtext",
 ]
 
@@ -104,6 +107,50 @@ def xtext(value: str, /) -> str:
         chr(byte) if 33 <= byte <= 126 and byte not in (0x2B, 0x3D) else f"+{byte:02X}"
         for byte in value.encode("utf-8")
     )
+
+
+_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+
+
+def decode_xtext(value: str, /) -> str:
+    """Decode RFC 3461 §4 xtext: each "+HH" is the octet HH; the octets are read as UTF-8.
+
+    The inverse of `xtext`. Invalid UTF-8 becomes U+FFFD; a "+" not followed by two
+    uppercase hex digits is kept as it is (the server core refuses such values first).
+
+    >>> decode_xtext("a+2Bb+3Dc+20d"), decode_xtext("J+C3+BCrg")
+    ('a+b=c d', 'Jürg')
+    """
+    octets = bytearray()
+    position = 0
+    for match in _XTEXT_HEX.finditer(value):
+        octets += value[position : match.start()].encode("utf-8")
+        octets.append(int(match.group(1), 16))
+        position = match.end()
+    octets += value[position:].encode("utf-8")
+    return octets.decode("utf-8", "replace")
+
+
+def parse_notify(value: str, /) -> tuple[Notify, ...]:
+    """The keywords of a NOTIFY value (RFC 3461 §4.1), uppercased, in a stable order.
+
+    >>> parse_notify("delay,Failure")
+    ('FAILURE', 'DELAY')
+
+    :raises ValueError: an unknown keyword, a repeated one, or NEVER with another.
+    """
+    words = [word.strip().upper() for word in value.split(",")]
+    order: tuple[Notify, ...] = ("NEVER", "SUCCESS", "FAILURE", "DELAY")
+    unknown = [word for word in words if word not in order]
+    if unknown:
+        raise ValueError(
+            f"unknown NOTIFY keyword {unknown[0]!r}: use NEVER or SUCCESS,FAILURE,DELAY"
+        )
+    if len(set(words)) != len(words):
+        raise ValueError(f"NOTIFY {value!r} repeats a keyword")
+    if "NEVER" in words and len(words) > 1:
+        raise ValueError("NOTIFY=NEVER cannot be combined with other keywords")
+    return tuple(keyword for keyword in order if keyword in words)
 
 
 @dataclass(frozen=True, slots=True)
