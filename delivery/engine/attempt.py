@@ -29,25 +29,23 @@ Outcomes:
 Security:
     Clear text is never used with a host whose plan is REQUIRED: a session is only handed to
     `_transfer` after `_secure` and the REQUIRED check before MAIL FROM both passed. Relay
-    credentials are sent only inside TLS, never logged. DNS answers and replies are untrusted:
-    they are quoted in reasons, never interpreted beyond codes.
+    credentials are sent only inside TLS (`SmtpSession.auth` refuses otherwise), never logged.
+    DNS answers and replies are untrusted: they are quoted in reasons, never interpreted
+    beyond codes.
 
 Standards: RFC 5321 (§5.1 MX, §4.2 replies), RFC 3207 (STARTTLS), RFC 2033 (LMTP), RFC 4954
 (AUTH), RFC 4616 (PLAIN), RFC 8314 (implicit TLS), RFC 3461 (DSN parameters), RFC 8689.
 Limits: no connection reuse between attempts (each attempt opens its own sessions);
-MTA-STS and DANE are not looked up yet (`policy_inputs` is their seam); implicit TLS and AUTH
-are implemented here on top of `delivery.smtp.session` (see `_Session`), which lacks them.
+MTA-STS and DANE are not looked up yet (`policy_inputs` is their seam).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import ipaddress
 import logging
 import random
-import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -100,9 +98,11 @@ _RET: dict[model.Ret, Literal["FULL", "HDRS"]] = {model.Ret.FULL: "FULL", model.
 
 _STAGES: dict[smtp_errors.Phase, outcome.Stage] = {
     "connect": outcome.Stage.CONNECT,
+    "tls": outcome.Stage.STARTTLS,  # implicit TLS: the handshake, and the peer's authentication
     "greeting": outcome.Stage.GREETING,
     "ehlo": outcome.Stage.EHLO,
     "starttls": outcome.Stage.STARTTLS,
+    "auth": outcome.Stage.AUTH,
     "mail": outcome.Stage.MAIL,
     "rcpt": outcome.Stage.RCPT,
     "data": outcome.Stage.DATA,
@@ -236,6 +236,18 @@ def failure_of(exc: smtp_errors.SmtpError, /) -> outcome.Failure:
             return outcome.reply_failure(
                 stage, reply.code, reply.text, remote_host=host, remote_ip=ip
             )
+        case smtp_errors.AuthNotProtected():
+            # RFC 3463 X.7.10 (RFC 5248): encryption needed for this authentication.
+            return outcome.Failure(
+                stage=stage,
+                scope=outcome.Scope.SITE,
+                soft=True,
+                status="4.7.10",
+                kind=exc.kind,
+                reason=str(exc),
+                remote_host=host,
+                remote_ip=ip,
+            )
         case _:
             scope = (
                 outcome.Scope.SITE if stage.scope is outcome.Scope.SITE else outcome.Scope.SESSION
@@ -250,119 +262,6 @@ def failure_of(exc: smtp_errors.SmtpError, /) -> outcome.Failure:
                 remote_host=host,
                 remote_ip=ip,
             )
-
-
-class _Session(smtp_session.SmtpSession):
-    """The SMTP session plus what `delivery.smtp` does not offer yet: AUTH and implicit TLS.
-
-    Built on the session's own command machinery (`_command`, `_bounded`), so caps,
-    timeouts and error classification stay those of the session.
-    """
-
-    async def authenticate(self, username: str, password: str, /) -> Reply:
-        """AUTH PLAIN (RFC 4616), else AUTH LOGIN, as the server offers; returns the 235.
-
-        :raises UnexpectedReply: the server has neither mechanism, or refused the credentials.
-        """
-        offered = self.extensions.get("AUTH", "").upper().split()
-        if "PLAIN" in offered:
-            token = base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
-            reply = await self._command(f"AUTH PLAIN {token}\r\n".encode(), "ehlo", "answer AUTH")
-        elif "LOGIN" in offered:
-            reply = await self._command(b"AUTH LOGIN\r\n", "ehlo", "answer AUTH")
-            for secret in (username, password):
-                if reply.code != 334:
-                    break
-                line = base64.b64encode(secret.encode()).decode("ascii") + "\r\n"
-                reply = await self._command(line.encode("ascii"), "ehlo", "answer AUTH")
-        else:
-            raise smtp_errors.UnexpectedReply(
-                self.server_name,
-                self.remote_ip,
-                "ehlo",
-                f"{self._peer} offers no AUTH mechanism we use (PLAIN, LOGIN): "
-                f"{' '.join(offered) or 'no AUTH at all'}",
-            )
-        if reply.code != 235:
-            raise smtp_errors.UnexpectedReply(
-                self.server_name,
-                self.remote_ip,
-                "ehlo",
-                f"{self._peer} refused our credentials: {reply}",
-                reply,
-            )
-        return reply
-
-    @classmethod
-    async def connect_tls(
-        cls,
-        ip: str,
-        port: int,
-        context: ssl.SSLContext,
-        *,
-        server_name: str,
-        timeouts: smtp_session.Timeouts,
-        tls_timeout_ms: int,
-        source_ip: str | None = None,
-        lmtp: bool = False,
-    ) -> _Session:
-        """Connect with TLS from the first byte (RFC 8314), then read the greeting.
-
-        ``tls_timeout_ms`` bounds the TCP connect plus the handshake.
-
-        :raises CertificateRejected, HandshakeFailed: the handshake failed.
-        :raises ConnectFailed, PhaseTimeout, ConnectionLost, UnexpectedReply: as `connect`.
-        """
-        loop = asyncio.get_running_loop()
-        wire = smtp_session._Wire(loop)
-        peer = f"{server_name}[{ip}]:{port}"
-        deadline = asyncio.timeout((timeouts.connect + tls_timeout_ms) / 1000)
-        try:
-            async with deadline:
-                transport, _ = await loop.create_connection(
-                    lambda: wire,
-                    ip,
-                    port,
-                    ssl=context,
-                    server_hostname=server_name,
-                    ssl_handshake_timeout=tls_timeout_ms / 1000,
-                    local_addr=(source_ip, 0) if source_ip is not None else None,
-                    flags=socket.AI_NUMERICHOST,
-                )
-        except ssl.SSLCertVerificationError as exc:
-            verdict = exc.verify_message or str(exc)
-            raise smtp_errors.CertificateRejected(
-                server_name,
-                ip,
-                f"{peer} presented a certificate that failed verification for "
-                f"{server_name}: {verdict}",
-                verdict,
-                exc.verify_code or 0,
-            ) from exc
-        except ssl.SSLError as exc:
-            raise smtp_errors.HandshakeFailed(
-                server_name, ip, "starttls", f"TLS handshake with {peer} failed: {exc}"
-            ) from exc
-        except TimeoutError as exc:
-            raise smtp_errors.PhaseTimeout(
-                server_name, ip, "connect", f"{peer} did not complete the TLS connection in time"
-            ) from exc
-        except OSError as exc:
-            raise smtp_errors.ConnectFailed(
-                server_name, ip, "connect", f"cannot connect to {peer}: {exc.strerror or exc}"
-            ) from exc
-        session = cls(
-            wire, server_name=server_name, remote_ip=ip, port=port, timeouts=timeouts, lmtp=lmtp
-        )
-        session.tls = smtp_tls.tls_info(transport.get_extra_info("ssl_object"))
-        greeting = await session._read("greeting", timeouts.greeting, "send its greeting")
-        if greeting.code != 220:
-            await session.quit()
-            raise smtp_errors.UnexpectedReply(
-                server_name, ip, "greeting", f"{peer} refused the session: {greeting}", greeting
-            )
-        session.greeting = greeting
-        return session
 
 
 @dataclass(frozen=True, slots=True)
@@ -733,7 +632,7 @@ class Attempt:
 
     async def _open(
         self, plan: planner.HostPlan, *, port: int, lmtp: bool, implicit_tls: bool
-    ) -> tuple[_Session, TlsReport]:
+    ) -> tuple[smtp_session.SmtpSession, TlsReport]:
         """Connect, EHLO and secure the session as the plan says; the session and its TLS.
 
         :raises _HostFailed: the TLS plan cannot be met with this host.
@@ -743,17 +642,16 @@ class Attempt:
         timeouts = _timeouts(plan.connection.value)
         source = plan.local_ip or None
         if implicit_tls:
-            context = self._context(plan.tls_plan)
             try:
-                session = await _Session.connect_tls(
+                session = await smtp_session.SmtpSession.connect(
                     plan.remote_ip,
                     port,
-                    context,
                     server_name=plan.mx,
                     timeouts=timeouts,
-                    tls_timeout_ms=strategy.tls_timeout_ms,
                     source_ip=source,
                     lmtp=lmtp,
+                    tls_context=self._context(plan.tls_plan),
+                    tls_timeout_ms=strategy.tls_timeout_ms,
                 )
             except smtp_errors.TlsError as exc:
                 event = (
@@ -778,8 +676,8 @@ class Attempt:
             raise
 
     async def _secure(
-        self, session: _Session, plan: planner.HostPlan, *, port: int, lmtp: bool
-    ) -> tuple[_Session, TlsReport]:
+        self, session: smtp_session.SmtpSession, plan: planner.HostPlan, *, port: int, lmtp: bool
+    ) -> tuple[smtp_session.SmtpSession, TlsReport]:
         """STARTTLS per the plan; react to each TLS event as `policy.tls` says."""
         tls_plan = plan.tls_plan
         where = f"{plan.mx}[{plan.remote_ip}]"
@@ -833,7 +731,7 @@ class Attempt:
                 assert_never(unreachable)
 
     @staticmethod
-    def _tls_report(plan: planner.HostPlan, session: _Session) -> TlsReport:
+    def _tls_report(plan: planner.HostPlan, session: smtp_session.SmtpSession) -> TlsReport:
         info = session.tls
         assert info is not None
         verified = plan.tls_plan.verification is tls_policy.Verification.PKIX
@@ -848,22 +746,10 @@ class Attempt:
         return outcome.tls_failure(detail, remote_host=plan.mx, remote_ip=plan.remote_ip)
 
     async def _authenticate(
-        self, session: _Session, relay: registry.RelayRoute, tls: TlsReport
+        self, session: smtp_session.SmtpSession, relay: registry.RelayRoute, tls: TlsReport
     ) -> None:
-        where = f"{relay.address}[{session.remote_ip}]"
-        if not session.is_tls:
-            failure = outcome.Failure(
-                stage=outcome.Stage.AUTH,
-                scope=outcome.Scope.SITE,
-                soft=True,
-                status="4.7.10",
-                kind=LastError.TLS,
-                reason=f"route {relay.name!r} authenticates to {where}, but the session is "
-                "not TLS-protected: credentials are never sent in clear text",
-                remote_host=relay.address,
-                remote_ip=session.remote_ip,
-            )
-            raise _HostFailed(failure, tls)
+        """AUTH with the route's credentials; a failure fails this host (SITE scope)."""
+        assert relay.auth_username is not None
         secret = relay.auth_secret
         try:
             password = await secret.reveal() if secret is not None else ""
@@ -880,26 +766,15 @@ class Attempt:
             )
             raise _HostFailed(failure, tls) from exc
         try:
-            assert relay.auth_username is not None
-            await session.authenticate(relay.auth_username, password)
-        except smtp_errors.UnexpectedReply as exc:
-            reply = exc.reply
-            failure = (
-                outcome.reply_failure(
-                    outcome.Stage.AUTH,
-                    reply.code,
-                    reply.text,
-                    remote_host=relay.address,
-                    remote_ip=session.remote_ip,
-                )
-                if reply is not None
-                else dataclasses.replace(failure_of(exc), stage=outcome.Stage.AUTH)
-            )
-            raise _HostFailed(failure, tls) from exc
+            await session.auth(relay.auth_username, password)
+        except (smtp_errors.AuthError, smtp_errors.AuthRefused) as exc:
+            failure = failure_of(exc)
+            reason = f"route {relay.name!r}: {failure.reason}"
+            raise _HostFailed(dataclasses.replace(failure, reason=reason), tls) from exc
 
     async def _transfer(
         self,
-        session: _Session,
+        session: smtp_session.SmtpSession,
         plan: planner.HostPlan,
         targets: list[Target],
         tls: TlsReport,
@@ -1002,9 +877,11 @@ def _host_vars(target: Target, *, mx: str, remote_ip: str, local_ip: str) -> dic
     return {**target.variables, "mx": mx.rstrip("."), "remote_ip": remote_ip, "local_ip": local_ip}
 
 
-async def _connect_clear(plan: planner.HostPlan, *, port: int, lmtp: bool) -> _Session:
+async def _connect_clear(
+    plan: planner.HostPlan, *, port: int, lmtp: bool
+) -> smtp_session.SmtpSession:
     """A clear-text session with the host of ``plan``, greeted and EHLO done."""
-    session = await _Session.connect(
+    session = await smtp_session.SmtpSession.connect(
         plan.remote_ip,
         port,
         server_name=plan.mx,
@@ -1012,7 +889,6 @@ async def _connect_clear(plan: planner.HostPlan, *, port: int, lmtp: bool) -> _S
         source_ip=plan.local_ip or None,
         lmtp=lmtp,
     )
-    assert isinstance(session, _Session)  # connect is a classmethod: cls(...)
     try:
         await session.ehlo(plan.ehlo_name)
     except BaseException:

@@ -17,8 +17,15 @@ Outcomes (the classes, and their `kind`):
     ProtocolViolation    UNEXPECTED_REPLY  bytes that are not an SMTP reply, or
                          exceed a cap (see `delivery.smtp.reply`)
     StartTlsRefused      TLS   STARTTLS answered with anything but 220
-    CertificateRejected  TLS   the handshake failed certificate verification
+    CertificateRejected  TLS   the handshake (STARTTLS, or implicit TLS: phase
+                               "tls") failed certificate verification
     HandshakeFailed      TLS   any other handshake failure, EOF or timeout
+    AuthNotProtected     TLS   AUTH asked of a session without TLS: credentials
+                               are never sent in clear text (nothing was sent)
+    AuthUnavailable      UNEXPECTED_REPLY  the server offers no AUTH mechanism
+                               we may use (nothing was sent)
+    AuthRefused          UNEXPECTED_REPLY  the server refused our credentials
+                               (e.g. 535 5.7.8); an `UnexpectedReply`
     ExtensionNotOffered  TLS for REQUIRETLS, else UNEXPECTED_REPLY: the message
                          needs an extension the server did not announce
     InvalidArgument      (a ValueError, not an AttemptError) a value that cannot
@@ -26,7 +33,8 @@ Outcomes (the classes, and their `kind`):
     ReplyFormatError     (a ValueError) raised by the pure `ReplyParser`; the
                          session translates it into ProtocolViolation
 
-Standards: RFC 5321 §4.2 (replies), RFC 3207 (STARTTLS), RFC 8689 (REQUIRETLS).
+Standards: RFC 5321 §4.2 (replies), RFC 3207 (STARTTLS), RFC 8314 (implicit TLS),
+RFC 4954 (AUTH), RFC 8689 (REQUIRETLS).
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ if TYPE_CHECKING:
     from delivery.smtp.reply import Reply
 
 __all__ = [
+    "AuthError",
+    "AuthNotProtected",
+    "AuthRefused",
+    "AuthUnavailable",
     "CertificateRejected",
     "ConnectFailed",
     "ConnectionLost",
@@ -56,9 +68,21 @@ __all__ = [
 ]
 
 Phase = Literal[
-    "connect", "greeting", "ehlo", "starttls", "mail", "rcpt", "data", "dot", "rset", "quit"
+    "connect",
+    "tls",
+    "greeting",
+    "ehlo",
+    "starttls",
+    "auth",
+    "mail",
+    "rcpt",
+    "data",
+    "dot",
+    "rset",
+    "quit",
 ]
-"""The step of a session an error belongs to; "dot" is the reply to the end of data."""
+"""The step of a session an error belongs to: "tls" is the handshake of implicit TLS (before
+the greeting), "dot" the reply to the end of data."""
 
 _EARLY_PHASES: frozenset[Phase] = frozenset({"connect", "greeting"})
 
@@ -137,7 +161,8 @@ class ProtocolViolation(SmtpError):
 
 
 class TlsError(SmtpError):
-    """STARTTLS could not secure the connection; the session is closed afterwards."""
+    """STARTTLS or implicit TLS could not secure the connection; the session is closed
+    afterwards (except after StartTlsRefused)."""
 
     kind = errors.LastError.TLS
 
@@ -151,6 +176,7 @@ class CertificateRejected(TlsError):
 
     :param verify_message: OpenSSL's verdict, e.g. ``certificate has expired``.
     :param verify_code: OpenSSL's X509_V_ERR_* number.
+    :param phase: "starttls", or "tls" for implicit TLS.
     """
 
     def __init__(
@@ -161,13 +187,45 @@ class CertificateRejected(TlsError):
         verify_message: str,
         verify_code: int,
         /,
+        *,
+        phase: Phase = "starttls",
     ) -> None:
-        super().__init__(server_name, ip, "starttls", message)
+        super().__init__(server_name, ip, phase, message)
         self.verify_message, self.verify_code = verify_message, verify_code
 
 
 class HandshakeFailed(TlsError):
     """The TLS handshake failed for a reason other than the certificate, or timed out."""
+
+
+class AuthError(SmtpError):
+    """AUTH (RFC 4954) did not authenticate us (phase "auth")."""
+
+    kind = errors.LastError.UNEXPECTED_REPLY
+
+    def __init__(self, server_name: str, ip: str, message: str, /) -> None:
+        super().__init__(server_name, ip, "auth", message)
+
+
+class AuthNotProtected(AuthError):
+    """AUTH was asked of a session that is not TLS-protected; nothing was sent.
+
+    PLAIN and LOGIN send the secret itself: in clear text anyone on the path reads it.
+    """
+
+    kind = errors.LastError.TLS
+
+
+class AuthUnavailable(AuthError):
+    """The server announced no AUTH mechanism we may use; nothing was sent."""
+
+
+class AuthRefused(UnexpectedReply):
+    """The server refused our credentials or the exchange; `reply` holds its reply (with our
+    credentials redacted, should it echo them). The session stays usable."""
+
+    def __init__(self, server_name: str, ip: str, message: str, reply: Reply, /) -> None:
+        super().__init__(server_name, ip, "auth", message, reply)
 
 
 class ExtensionNotOffered(SmtpError):

@@ -1,8 +1,9 @@
 """One outbound SMTP or LMTP client session over asyncio.
 
 `SmtpSession.connect` opens a TCP connection to one IP address (optionally
-from a given source address) and reads the greeting; `ehlo`, `starttls`,
-`send`, `reset` and `quit` are the steps the engine sequences. This module
+from a given source address, optionally with TLS from the first byte) and
+reads the greeting; `ehlo`, `starttls`, `auth`, `send`, `reset` and `quit` are
+the steps the engine sequences. This module
 offers mechanisms, not policy: whether TLS is required, which context
 verifies the peer, and what a reply means for the message are the engine's
 decisions. Each step either returns what the server said or raises one of
@@ -17,7 +18,11 @@ Outcomes:
                                refused, or a reply to a command never sent
     StartTlsRefused            the session stays open in clear text
     CertificateRejected, HandshakeFailed
-                               the session is closed
+                               STARTTLS or implicit TLS failed; the session is closed
+    AuthNotProtected, AuthUnavailable
+                               raised before AUTH is sent; nothing was sent
+    AuthRefused                the server refused our credentials; the session
+                               stays usable
     ExtensionNotOffered        raised before MAIL FROM; nothing was sent
 
 Security:
@@ -29,6 +34,10 @@ Security:
     normalised so it cannot end the data early (`delivery.smtp.data`), and
     envelope values are checked for command injection (`delivery.smtp.esmtp`).
     Only IP literals are connected to: this layer never resolves names.
+    AUTH credentials are sent only inside TLS (PLAIN and LOGIN carry the secret
+    itself), and never appear in errors or logs: a reply that echoes them is
+    quoted with them redacted. Which TLS is good enough (verified or not) is
+    the caller's choice, made when it secured the session.
 
 Why not aiosmtplib's SMTP client (DESIGN §2 names it): in aiosmtplib 4.0.2,
 `SMTPProtocol.data_received` holds one response future and drops bytes that
@@ -44,21 +53,23 @@ are the essentials of this layer (pipelining, per-recipient results,
 injection safety, caps), so the wire protocol here is a small asyncio
 Protocol driving the pure `ReplyParser`, and TLS uses `loop.start_tls`.
 
-Standards: RFC 5321, RFC 2920 (PIPELINING), RFC 3207 (STARTTLS), RFC 2033
-(LMTP), RFC 1870, RFC 3461, RFC 6152, RFC 6531, RFC 8689.
-Limits: no AUTH and no implicit TLS (Relay route) yet; no CHUNKING/BDAT: the
-content always goes through DATA.
+Standards: RFC 5321, RFC 2920 (PIPELINING), RFC 3207 (STARTTLS), RFC 8314
+(implicit TLS), RFC 4954 (AUTH), RFC 4616 (PLAIN), RFC 2033 (LMTP), RFC 1870,
+RFC 3461, RFC 6152, RFC 6531, RFC 8689.
+Limits: AUTH mechanisms PLAIN and LOGIN only (`AUTH_MECHANISMS`); no CHUNKING/
+BDAT: the content always goes through DATA.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -67,6 +78,9 @@ from delivery.smtp import data as smtp_data
 from delivery.smtp import esmtp
 from delivery.smtp import tls as smtp_tls
 from delivery.smtp.errors import (
+    AuthNotProtected,
+    AuthRefused,
+    AuthUnavailable,
     CertificateRejected,
     ConnectFailed,
     ConnectionLost,
@@ -84,6 +98,7 @@ from delivery.smtp.errors import (
 from delivery.smtp.reply import Reply, ReplyParser
 
 __all__ = [
+    "AUTH_MECHANISMS",
     "MAX_QUEUED_REPLIES",
     "MAX_RECIPIENTS_PER_TRANSACTION",
     "QUIT_TIMEOUT_MS",
@@ -104,6 +119,14 @@ pipelined group and the replies queued for it."""
 MAX_QUEUED_REPLIES = MAX_RECIPIENTS_PER_TRANSACTION + 2
 """Replies received and not yet read: at most MAIL + every RCPT + DATA of one
 pipelined group. More means the server answers commands nobody sent."""
+
+AUTH_MECHANISMS: tuple[str, ...] = ("PLAIN", "LOGIN")
+"""The SASL mechanisms `SmtpSession.auth` implements, in our order of preference. Both send
+the secret itself (base64 is no protection), which is why `auth` requires TLS; PLAIN takes
+one round trip (RFC 4954 initial response), LOGIN three."""
+
+_REDACTED = "[redacted]"
+"""What stands for our credentials in a reply quoted in an error."""
 
 QUIT_TIMEOUT_MS = 10_000
 """How long `quit` waits for the 221. The outcome is known by then; a server slow
@@ -271,7 +294,7 @@ class SmtpSession:
     """One SMTP/LMTP client connection to one IP address. Create with `connect`.
 
     Attributes: `server_name`, `remote_ip`, `port`, `local_ip`, `lmtp`,
-    `greeting` (the 220), `tls` (TlsInfo once STARTTLS succeeded, else None);
+    `greeting` (the 220), `tls` (TlsInfo once STARTTLS or implicit TLS succeeded, else None);
     properties `is_tls`, `closed`, `extensions`.
     """
 
@@ -307,15 +330,30 @@ class SmtpSession:
         timeouts: Timeouts,
         source_ip: str | None = None,
         lmtp: bool = False,
+        tls_context: ssl.SSLContext | None = None,
+        tls_timeout_ms: int | None = None,
     ) -> SmtpSession:
         """Connect to `ip`:`port` and read the greeting (220 expected).
 
+        With `tls_context`, the connection is TLS from the first byte (implicit
+        TLS, RFC 8314 §3, e.g. submissions on port 465): the handshake follows
+        the TCP connect, verifying `server_name` under a PKIX context, and the
+        greeting is read inside TLS. `tls` is then set, `starttls` is refused,
+        and the handshake fails as STARTTLS's does (phase "tls").
+
         :param ip: an IP address literal; names are never resolved here.
-        :param server_name: the host's name (MX or relay), for messages and logs.
+        :param server_name: the host's name (MX or relay), for messages and logs;
+            with implicit TLS also the SNI and the name verified.
         :param source_ip: local address to bind (MtaConnectionStrategy sourceIps).
         :param lmtp: speak LMTP (RFC 2033): LHLO, one reply per recipient after DATA.
-        :raises InvalidArgument: `ip` or `source_ip` is not an IP literal.
+        :param tls_context: `tls.pkix_context(...)` or `tls.unverified_context()`
+            for implicit TLS; None for a clear-text start (STARTTLS may follow).
+        :param tls_timeout_ms: tlsTimeout: bounds the implicit TLS handshake;
+            required with `tls_context`.
+        :raises InvalidArgument: `ip` or `source_ip` is not an IP literal, or
+            `tls_context` without a positive `tls_timeout_ms`.
         :raises ConnectFailed, PhaseTimeout, ConnectionLost, ProtocolViolation:
+        :raises CertificateRejected, HandshakeFailed: the implicit TLS handshake failed.
         :raises UnexpectedReply: the greeting was not 220 (we QUIT first).
         """
         for field, value in (("ip", ip), ("source_ip", source_ip)):
@@ -324,6 +362,10 @@ class SmtpSession:
                     ipaddress.ip_address(value)
                 except ValueError:
                     raise InvalidArgument(field, f"{value!r} is not an IP address") from None
+        if tls_context is not None and (tls_timeout_ms is None or tls_timeout_ms <= 0):
+            raise InvalidArgument(
+                "tls_timeout_ms", f"implicit TLS needs a positive timeout, not {tls_timeout_ms!r}"
+            )
         loop = asyncio.get_running_loop()
         wire = _Wire(loop)
         peer = _peer_label(server_name, ip, port)
@@ -357,6 +399,9 @@ class SmtpSession:
         session = cls(
             wire, server_name=server_name, remote_ip=ip, port=port, timeouts=timeouts, lmtp=lmtp
         )
+        if tls_context is not None:
+            assert tls_timeout_ms is not None  # checked above
+            await session._implicit_tls(tls_context, tls_timeout_ms)
         greeting = await session._read("greeting", timeouts.greeting, "send its greeting")
         if greeting.code != 220:
             await session.quit()
@@ -376,7 +421,7 @@ class SmtpSession:
 
     @property
     def is_tls(self) -> bool:
-        """True once STARTTLS succeeded."""
+        """True once STARTTLS succeeded, or from the start with implicit TLS."""
         return self.tls is not None
 
     @property
@@ -444,12 +489,10 @@ class SmtpSession:
         if self.is_tls:
             raise RuntimeError("starttls() on a session that is already TLS")
         self._expect_quiet("starttls", "STARTTLS")
-        loop = asyncio.get_running_loop()
         deadline = asyncio.timeout(timeout_ms / 1000)
         try:
             async with deadline:
-                await self._wire.send(b"STARTTLS\r\n")
-                reply = await self._wire.next_reply()
+                reply = await self._exchange(b"STARTTLS\r\n")
                 if reply.code != 220:
                     raise StartTlsRefused(
                         self.server_name,
@@ -458,43 +501,12 @@ class SmtpSession:
                         f"{self._peer} refused STARTTLS: {reply}",
                         reply,
                     )
-                self._discard_cleartext()
-                assert self._wire.transport is not None  # next_reply succeeded: still connected
-                transport = await loop.start_tls(
-                    self._wire.transport,
-                    self._wire,
-                    context,
-                    server_hostname=server_hostname,
-                    ssl_handshake_timeout=timeout_ms / 1000,
-                )
-                if transport is None:
-                    raise ConnectionResetError("the connection closed during the TLS handshake")
+                return await self._handshake(context, server_hostname, timeout_ms)
         except StartTlsRefused:
             raise
         except asyncio.CancelledError:
             self.close()
             raise
-        except ssl.SSLCertVerificationError as exc:
-            self.close()
-            verdict = exc.verify_message or str(exc)
-            raise CertificateRejected(
-                self.server_name,
-                self.remote_ip,
-                f"{self._peer} presented a certificate that failed verification "
-                f"for {server_hostname}: {verdict}",
-                verdict,
-                exc.verify_code or 0,
-            ) from exc
-        except TimeoutError as exc:
-            self.close()
-            reason = (
-                f"did not complete STARTTLS and the TLS handshake within {_seconds(timeout_ms)}"
-                if deadline.expired()
-                else f"timed out in the TLS handshake: {exc}"
-            )
-            raise HandshakeFailed(
-                self.server_name, self.remote_ip, "starttls", f"{self._peer} {reason}"
-            ) from exc
         except ReplyFormatError as exc:
             self.close()
             raise ProtocolViolation(
@@ -503,25 +515,115 @@ class SmtpSession:
                 "starttls",
                 f"{self._peer} sent a malformed reply to STARTTLS: {exc}",
             ) from exc
-        except (ssl.SSLError, OSError) as exc:
+        except (ssl.SSLError, OSError) as exc:  # TimeoutError is an OSError
             self.close()
-            raise HandshakeFailed(
-                self.server_name,
-                self.remote_ip,
-                "starttls",
-                f"TLS handshake with {self._peer} failed: {exc}",
+            what = "complete STARTTLS and the TLS handshake"
+            raise self._tls_error(
+                exc, "starttls", server_hostname, timeout_ms, deadline.expired(), what
             ) from exc
-        self._wire.transport = transport
-        ssl_object = transport.get_extra_info("ssl_object")
-        self.tls = smtp_tls.tls_info(ssl_object)
-        self._extensions, self._greeted = {}, False  # RFC 3207 §4.2: forget pre-TLS knowledge
-        return self.tls
 
     def peer_chain(self) -> list[bytes]:
         """Return the certificates the peer sent (DER, leaf first); [] before TLS."""
         transport = self._wire.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         return smtp_tls.peer_chain(ssl_object) if ssl_object is not None else []
+
+    async def auth(
+        self,
+        username: str,
+        secret: str,
+        /,
+        *,
+        mechanisms: Sequence[str] = AUTH_MECHANISMS,
+    ) -> Reply:
+        """Authenticate with AUTH (RFC 4954), PLAIN (RFC 4616) or LOGIN, as the server offers.
+
+        The mechanism is the first of `mechanisms` that the last EHLO/LHLO
+        announced in its AUTH line. Credentials are sent only inside TLS
+        (STARTTLS then EHLO again, or implicit TLS); neither they nor their
+        base64 forms ever appear in an error: a reply that echoes them is quoted
+        redacted. Each command and its reply are bounded by the ehlo timeout.
+
+        :param username: the authentication identity (UTF-8); PLAIN sends no
+            separate authorization identity.
+        :param secret: the password (UTF-8).
+        :param mechanisms: acceptable mechanisms, in order of preference; a
+            subset of `AUTH_MECHANISMS`.
+        :returns: the 235 reply.
+        :raises InvalidArgument: an unknown mechanism, or a NUL in the username
+            or secret (RFC 4616 §2).
+        :raises RuntimeError: no successful EHLO since connect or STARTTLS.
+        :raises AuthNotProtected: the session is not TLS-protected; nothing was sent.
+        :raises AuthUnavailable: the server offers none of `mechanisms`; nothing was sent.
+        :raises AuthRefused: the server refused (e.g. 535 5.7.8); `reply` holds its
+            reply; the session stays usable.
+        :raises PhaseTimeout, ConnectionLost, ProtocolViolation, UnexpectedReply:
+            phase "auth"; the session is closed.
+        """
+        for mechanism in mechanisms:
+            if mechanism.upper() not in AUTH_MECHANISMS:
+                raise InvalidArgument(
+                    "mechanisms", f"{mechanism!r} is not one of {', '.join(AUTH_MECHANISMS)}"
+                )
+        if "\0" in username or "\0" in secret:
+            raise InvalidArgument("credentials", "the username or secret contains a NUL")
+        if not self._greeted:
+            raise RuntimeError("auth() before a successful ehlo() (needed again after starttls())")
+        if not self.is_tls:
+            raise AuthNotProtected(
+                self.server_name,
+                self.remote_ip,
+                f"{self._peer} is not TLS-protected: credentials are never sent in clear text",
+            )
+        offered = self._extensions.get("AUTH", "").upper().split()
+        chosen = next((m.upper() for m in mechanisms if m.upper() in offered), None)
+        if chosen is None:
+            raise AuthUnavailable(
+                self.server_name,
+                self.remote_ip,
+                f"{self._peer} offers no AUTH mechanism we may use "
+                f"({', '.join(m.upper() for m in mechanisms)}): "
+                + (" ".join(offered) or "no AUTH at all"),
+            )
+        user_bytes, secret_bytes = username.encode("utf-8"), secret.encode("utf-8")
+        if chosen == "PLAIN":
+            token = _b64(b"\0" + user_bytes + b"\0" + secret_bytes)
+            first, responses = f"AUTH PLAIN {token}", []
+        else:
+            token = _b64(secret_bytes)
+            first, responses = "AUTH LOGIN", [_b64(user_bytes), token]
+        hidden = [text for text in (secret, token) if text]
+        try:
+            reply = await self._auth_step(first)
+            while reply.code == 334:  # a challenge: the next response, if we have one
+                if not responses:
+                    # RFC 4954 §4: "*" cancels the exchange; the server answers 501.
+                    cancelled = await self._auth_step("*")
+                    raise AuthRefused(
+                        self.server_name,
+                        self.remote_ip,
+                        f"{self._peer} asked for more than AUTH {chosen} sends; "
+                        f"cancelled: {_redacted(cancelled, hidden)}",
+                        _redacted(cancelled, hidden),
+                    )
+                reply = await self._auth_step(responses.pop(0))
+        except (ProtocolViolation, UnexpectedReply) as exc:
+            if isinstance(exc, AuthRefused):
+                raise
+            # Their sentence quotes what the server sent, which may echo our credentials.
+            quoted = None if exc.reply is None else _redacted(exc.reply, hidden)
+            raise type(exc)(
+                self.server_name, self.remote_ip, "auth", _hide(exc.message, hidden), quoted
+            ) from None
+        if reply.code != 235:
+            refused = _redacted(reply, hidden)
+            raise AuthRefused(
+                self.server_name,
+                self.remote_ip,
+                f"{self._peer} refused AUTH {chosen} for {username!r}: {refused}",
+                refused,
+            )
+        return reply
 
     async def send(self, envelope: esmtp.Envelope, body: bytes, /) -> TransactionResult:
         """Run one mail transaction: MAIL FROM, RCPT TO each recipient, DATA, content.
@@ -676,13 +778,14 @@ class SmtpSession:
             )
 
     def _discard_cleartext(self) -> None:
-        """Drop whatever followed the 220 to STARTTLS (RFC 3207 §4.2): it was never protected."""
+        """Drop what came before the handshake (after the 220 to STARTTLS: RFC 3207 §4.2; with
+        implicit TLS, anything at all): it was never protected."""
         dropped_bytes, dropped_replies = self._wire.parser.discard(), len(self._wire.replies)
         self._wire.replies.clear()
-        self._wire.failure = None  # garbage after the 220 is discarded, not judged
+        self._wire.failure = None  # garbage before the handshake is discarded, not judged
         if dropped_bytes or dropped_replies:
             log.warning(
-                "%s sent %d more replies and %d bytes after its 220 to STARTTLS; discarded",
+                "%s sent %d replies and %d bytes in clear text before the TLS handshake; discarded",
                 self._peer,
                 dropped_replies,
                 dropped_bytes,
@@ -708,6 +811,86 @@ class SmtpSession:
                 f"{self._peer} sent a reply before we sent {command}: {reply}",
                 reply,
             )
+
+    async def _handshake(
+        self, context: ssl.SSLContext, server_hostname: str, timeout_ms: int
+    ) -> smtp_tls.TlsInfo:
+        """The TLS handshake on the connection, then forget everything said before it."""
+        self._discard_cleartext()
+        assert self._wire.transport is not None  # connected, and not lost (checked by callers)
+        transport = await asyncio.get_running_loop().start_tls(
+            self._wire.transport,
+            self._wire,
+            context,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=timeout_ms / 1000,
+        )
+        if transport is None:
+            raise ConnectionResetError("the connection closed during the TLS handshake")
+        self._wire.transport = transport
+        self.tls = smtp_tls.tls_info(transport.get_extra_info("ssl_object"))
+        self._extensions, self._greeted = {}, False  # RFC 3207 §4.2: forget pre-TLS knowledge
+        return self.tls
+
+    async def _implicit_tls(self, context: ssl.SSLContext, timeout_ms: int) -> None:
+        """The handshake right after connecting (RFC 8314 §3), within `timeout_ms`."""
+        deadline = asyncio.timeout(timeout_ms / 1000)
+        try:
+            async with deadline:
+                if self.closed:
+                    raise ConnectionResetError("the server closed the connection")
+                await self._handshake(context, self.server_name, timeout_ms)
+        except asyncio.CancelledError:
+            self.close()
+            raise
+        except (ssl.SSLError, OSError) as exc:  # TimeoutError is an OSError
+            self.close()
+            what = "complete the TLS handshake"
+            raise self._tls_error(
+                exc, "tls", self.server_name, timeout_ms, deadline.expired(), what
+            ) from exc
+
+    def _tls_error(
+        self,
+        exc: ssl.SSLError | OSError,
+        phase: Phase,
+        server_hostname: str,
+        timeout_ms: int,
+        expired: bool,
+        what: str,
+    ) -> SmtpError:
+        """Classify a failed TLS step: the certificate, or the handshake (a timeout included)."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            verdict = exc.verify_message or str(exc)
+            return CertificateRejected(
+                self.server_name,
+                self.remote_ip,
+                f"{self._peer} presented a certificate that failed verification "
+                f"for {server_hostname}: {verdict}",
+                verdict,
+                exc.verify_code or 0,
+                phase=phase,
+            )
+        if isinstance(exc, TimeoutError):
+            reason = (
+                f"did not {what} within {_seconds(timeout_ms)}"
+                if expired
+                else f"timed out in the TLS handshake: {exc}"
+            )
+            message = f"{self._peer} {reason}"
+        else:
+            message = f"TLS handshake with {self._peer} failed: {exc}"
+        return HandshakeFailed(self.server_name, self.remote_ip, phase, message)
+
+    async def _auth_step(self, line: str) -> Reply:
+        """One AUTH command or response and its reply (named "AUTH", never by its content)."""
+        self._expect_quiet("auth", "AUTH")
+        return await self._bounded(
+            self._exchange(f"{line}\r\n".encode("ascii")),
+            "auth",
+            self._timeouts.ehlo,
+            "answer AUTH",
+        )
 
     async def _bounded(
         self, step: Coroutine[Any, Any, T], phase: Phase, timeout_ms: int, what: str
@@ -811,3 +994,19 @@ class SmtpSession:
             "accept the end of data",
         )
         await self._read_end_of_data()
+
+
+def _b64(data: bytes, /) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _hide(text: str, hidden: Sequence[str], /) -> str:
+    """`text` with every one of `hidden` replaced by a placeholder."""
+    for value in hidden:
+        text = text.replace(value, _REDACTED)
+    return text
+
+
+def _redacted(reply: Reply, hidden: Sequence[str], /) -> Reply:
+    """`reply` with our credentials blanked out of its text, should the server echo them."""
+    return Reply(reply.code, reply.enhanced, tuple(_hide(line, hidden) for line in reply.lines))

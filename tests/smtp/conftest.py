@@ -3,7 +3,8 @@
 Servers listen on MX_IP (a loopback address of their own) and port 0, so tests run in
 parallel; every server is stopped when its test ends. Real-server tests use the harness
 (`delivery.harness.smtp_server.SmtpReceiver`, `delivery.harness.certs.CertFactory`);
-`tests.smtp.servers.ScriptedServer` plays what the harness does not model on purpose.
+`tests.smtp.servers.ScriptedServer` plays what the harness does not model on purpose, and
+`tests.smtp.relay.AuthRelay` is an aiosmtpd smart host taking AUTH (STARTTLS or implicit TLS).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from delivery.harness import certs, smtp_server
 from tests.smtp.common import MX_IP, MX_NAME
+from tests.smtp.relay import AuthRelay
 from tests.smtp.servers import Behaviour, ScriptedServer
 
 
@@ -70,3 +72,21 @@ async def scripted() -> AsyncIterator[Callable[[Behaviour], Awaitable[ScriptedSe
     yield start
     for server in started:
         await server.stop()
+
+
+@pytest.fixture
+async def make_relay(
+    cert_factory: certs.CertFactory,
+) -> AsyncIterator[Callable[..., Awaitable[AuthRelay]]]:
+    """Start an aiosmtpd relay on MX_IP that takes AUTH: ``await make_relay(implicit=True)``."""
+    started: list[AuthRelay] = []
+
+    async def start(**options: Any) -> AuthRelay:
+        relay = AuthRelay(MX_IP, cert_factory, **options)
+        await relay.start()
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        await relay.stop()
