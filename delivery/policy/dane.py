@@ -97,6 +97,7 @@ MIN_RSA_KEY_BITS = 2048
 """Smallest RSA issuer key whose signatures a DANE-TA path accepts (OpenSSL security level 2):
 1024-bit RSA signatures are within reach of a well-funded forger."""
 
+_MAX_DETAIL_CHARS = 80  # of a parser's error text quoted in a reason: logs stay readable
 _WEAK_HASHES = (hashes.MD5, hashes.SHA1)  # collisions are practical: certificate forgery
 
 USAGE_NAMES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}  # RFC 7218 §2.1
@@ -787,7 +788,10 @@ def _load(der: bytes, where: str) -> _Cert | str:
         cert = x509.load_der_x509_certificate(der)
         subject = cert.subject.rfc4514_string() or "empty subject"
     except ValueError as exc:
-        return f"{where} does not parse ({exc})"
+        detail = str(exc)
+        if len(detail) > _MAX_DETAIL_CHARS:
+            detail = detail[: _MAX_DETAIL_CHARS - 3] + "..."
+        return f"{where} does not parse ({detail})"
     return _Cert(der, cert, f"{where} [{subject}]")
 
 
