@@ -7,7 +7,8 @@ no I/O; the attempt code asks `plan_host` once per host, then `react` at each TL
 Inputs:
     TlsStrategyView   the chosen MtaTlsStrategy (startTls, allowInvalidCerts)
     PolicyInputs      what the domain and message require: an MTA-STS `enforce` policy that lists
-                      this host, usable DANE TLSA records, REQUIRETLS on the message
+                      this host, usable DANE TLSA records, a secure TLSA RRset with only
+                      unusable records (TLS without authentication), REQUIRETLS on the message
 
 Outcomes (`plan_host`):
     HostTlsPlan.tls == REQUIRED        clear text is never used with this host
@@ -88,12 +89,15 @@ class PolicyInputs:
     :param mta_sts_enforce: an MTA-STS policy in mode `enforce` covers the domain and lists
         this host (hosts it does not list are never planned at all).
     :param dane_usable: the host has usable, DNSSEC-secure DANE-EE/DANE-TA TLSA records.
+    :param dane_tls_only: the host's TLSA RRset is DNSSEC-secure but holds only unusable records:
+        TLS is mandatory, without authentication (RFC 7672 §2.2, as Postfix's `dane` level).
     :param requiretls: the message carries REQUIRETLS (RFC 8689).
     :param policy_domain: the recipient domain whose policies these are, for messages.
     """
 
     mta_sts_enforce: bool = False
     dane_usable: bool = False
+    dane_tls_only: bool = False
     requiretls: bool = False
     policy_domain: str = ""
 
@@ -136,6 +140,10 @@ def plan_host(strategy: TlsStrategyView, policy: PolicyInputs, /) -> HostTlsPlan
         verification = Verification.PKIX
     else:
         verification = Verification.NONE
+    if policy.dane_tls_only and not policy.mta_sts_enforce:
+        # Unusable TLSA records: encryption is owed, but there is nothing to authenticate with;
+        # PKIX would refuse the self-signed certificates such hosts often have (RFC 7672 §2.2).
+        verification = Verification.NONE
 
     match strategy.start_tls:
         case "disable":
@@ -164,6 +172,10 @@ def _requirements(strategy: TlsStrategyView, policy: PolicyInputs) -> tuple[str,
         reasons.append(f"the MTA-STS policy of {domain} (mode enforce) requires TLS")
     if policy.dane_usable:
         reasons.append(f"DANE TLSA records of the host require TLS (RFC 7672, for {domain})")
+    elif policy.dane_tls_only:
+        reasons.append(
+            f"the host's signed TLSA records (none usable) require TLS (RFC 7672, for {domain})"
+        )
     if policy.requiretls:
         reasons.append("the message requires TLS (REQUIRETLS, RFC 8689)")
     return tuple(reasons)

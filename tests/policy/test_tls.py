@@ -34,6 +34,7 @@ NONE = PolicyInputs(policy_domain="example.test")
 STS = PolicyInputs(mta_sts_enforce=True, policy_domain="example.test")
 DANE = PolicyInputs(dane_usable=True, policy_domain="example.test")
 REQTLS = PolicyInputs(requiretls=True, policy_domain="example.test")
+DANE_TLS_ONLY = PolicyInputs(dane_tls_only=True, policy_domain="example.test")
 
 PLANS = [  # (label, strategy, policy, tls mode, verification, refused)
     ("optional, no policy", OPTIONAL, NONE, TlsMode.OPPORTUNISTIC, Verification.PKIX, False),
@@ -74,6 +75,22 @@ PLANS = [  # (label, strategy, policy, tls mode, verification, refused)
         False,
     ),
     ("optional + REQUIRETLS", OPTIONAL, REQTLS, TlsMode.REQUIRED, Verification.PKIX, False),
+    (
+        "DANE unusable records: TLS, unauthenticated",
+        OPTIONAL,
+        DANE_TLS_ONLY,
+        TlsMode.REQUIRED,
+        Verification.NONE,
+        False,
+    ),
+    (
+        "disable + DANE unusable records refuses",
+        DISABLE,
+        DANE_TLS_ONLY,
+        TlsMode.REQUIRED,
+        Verification.NONE,
+        True,
+    ),
     ("disable + MTA-STS enforce refuses", DISABLE, STS, TlsMode.REQUIRED, Verification.PKIX, True),
     ("disable + DANE refuses", DISABLE, DANE, TlsMode.REQUIRED, Verification.DANE, True),
     ("disable + REQUIRETLS refuses", DISABLE, REQTLS, TlsMode.REQUIRED, Verification.PKIX, True),
@@ -149,6 +166,20 @@ REACTIONS = [  # (label, strategy, policy, event, reaction)
     ("DANE: no STARTTLS -> fail", OPTIONAL, DANE, Event.NO_STARTTLS, Reaction.FAIL_HOST),
     ("DANE: handshake -> fail", INVALID_OK, DANE, Event.HANDSHAKE_FAILED, Reaction.FAIL_HOST),
     ("REQUIRETLS: no STARTTLS -> fail", OPTIONAL, REQTLS, Event.NO_STARTTLS, Reaction.FAIL_HOST),
+    (
+        "DANE TLS only: handshake -> fail, never clear",
+        INVALID_OK,
+        DANE_TLS_ONLY,
+        Event.HANDSHAKE_FAILED,
+        Reaction.FAIL_HOST,
+    ),
+    (
+        "DANE TLS only: no STARTTLS -> fail",
+        OPTIONAL,
+        DANE_TLS_ONLY,
+        Event.NO_STARTTLS,
+        Reaction.FAIL_HOST,
+    ),
 ]
 
 
@@ -162,7 +193,7 @@ def test_react(
 
 
 @pytest.mark.parametrize("strategy", [OPTIONAL, INVALID_OK, REQUIRE, REQUIRE_ANY_CERT, DISABLE])
-@pytest.mark.parametrize("policy", [STS, DANE, REQTLS])
+@pytest.mark.parametrize("policy", [STS, DANE, DANE_TLS_ONLY, REQTLS])
 @pytest.mark.parametrize("event", list(Event))
 def test_no_policy_ever_reaches_clear_text(
     strategy: Strategy, policy: PolicyInputs, event: Event
