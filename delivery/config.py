@@ -20,6 +20,7 @@ Outcomes:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -35,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from delivery import durations
 from delivery.errors import ConfigError
+from delivery.submit import defaults as submit_defaults
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -138,11 +140,54 @@ class ApiSettings(_Section):
     _check_listen = field_validator("listen")(_listen)
 
 
+class SubmissionUser(_Section):
+    name: str = Field(min_length=1)
+    secret: str | None = None
+    secret_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+
+    @pydantic.model_validator(mode="after")
+    def _one_secret(self) -> SubmissionUser:
+        if (self.secret is None) == (self.secret_sha256 is None):
+            raise ValueError(f"user {self.name!r} needs exactly one of secret or secret_sha256")
+        return self
+
+    def digest(self) -> str:
+        """The SHA-256 of the user's secret, as hex."""
+        if self.secret_sha256 is not None:
+            return self.secret_sha256.lower()
+        assert self.secret is not None
+        return hashlib.sha256(self.secret.encode()).hexdigest()
+
+
 class SubmissionSettings(_Section):
     listen: str = "127.0.0.1:2525"
     networks: list[str] = ["127.0.0.0/8", "::1/128"]
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_message_size: int = Field(default=submit_defaults.DEFAULT_MAX_MESSAGE_BYTES, gt=0)
+    max_recipients: int = Field(default=submit_defaults.DEFAULT_MAX_RECIPIENTS, gt=0)
+    max_sessions: int = Field(default=submit_defaults.DEFAULT_MAX_SESSIONS, gt=0)
+    idle_timeout_ms: int = Field(
+        default=int(submit_defaults.DEFAULT_IDLE_TIMEOUT_S * 1000), alias="idle_timeout", gt=0
+    )
+    require_auth: bool = False
+    auth_in_clear: bool = False
+    users: list[SubmissionUser] = []
 
     _check_listen = field_validator("listen")(_listen)
+
+    @field_validator("idle_timeout_ms", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return durations.parse_duration(value) if isinstance(value, str) else value
+
+    @pydantic.model_validator(mode="after")
+    def _tls_pair(self) -> SubmissionSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.require_auth and not self.users:
+            raise ValueError("require_auth needs at least one [[submission.users]] entry")
+        return self
 
     @field_validator("networks")
     @classmethod
@@ -298,7 +343,7 @@ def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict
             (
                 f
                 for f, info in model.model_fields.items()
-                if key in (f, info.alias) and f != "tokens"
+                if key in (f, info.alias) and f not in ("tokens", "users")
             ),
             None,
         )

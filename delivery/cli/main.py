@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "delete": "delivery.cli.objects:delete_command",
     "query": "delivery.cli.objects:query_command",
     "harness": "delivery.cli.harness:harness",
+    "send": "delivery.cli.send:send_command",
 }
 
 

@@ -30,11 +30,15 @@ import click
 
 from delivery import config
 from delivery.api import bootstrap, health, metrics, server
+from delivery.engine import attempt as engine_attempt
 from delivery.engine import worker as engine_worker
 from delivery.errors import ConfigError, DeliveryError
 from delivery.queue import sqlite as queue_sqlite
 from delivery.queue import store as queue_store
 from delivery.registry.service import Registry
+from delivery.submit import credentials as submit_credentials
+from delivery.submit import listener as submit_listener
+from delivery.submit import planning as submit_planning
 
 __all__ = ["COMPONENTS", "Component", "Runtime", "run_daemon", "serve"]
 
@@ -67,6 +71,12 @@ class Runtime:
         if self.registry is None:
             raise RuntimeError("the store component must start before this one")
         return self.registry
+
+    def require_worker(self) -> engine_worker.Worker:
+        """The delivery worker, for components started after `worker`."""
+        if self.worker is None:
+            raise RuntimeError("the worker component must start before this one")
+        return self.worker
 
     def require_queue(self) -> queue_store.QueueStore:
         """The queue store, for components started after `store`."""
@@ -147,6 +157,42 @@ async def worker(runtime: Runtime) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
+async def submission(runtime: Runtime) -> AsyncIterator[None]:
+    """SMTP submission on ``[submission] listen``; each queued message wakes the worker."""
+    settings, sub = runtime.settings, runtime.settings.submission
+    registry, delivery_worker = runtime.require_registry(), runtime.require_worker()
+    host, port = config.host_port(sub.listen, allow_port_zero=True)
+    plan = submit_planning.make_planner(
+        registry.snapshot,
+        local_domains=settings.local.domains,
+        lookup=engine_attempt.make_lookup(delivery_worker.resolver),
+    )
+    users = {user.name: user.digest() for user in sub.users}
+    async with submit_listener.SubmissionListener(
+        runtime.require_queue(),
+        plan,
+        hostname=settings.hostname,
+        host=host,
+        port=port,
+        networks=sub.networks,
+        tls_cert=sub.tls_cert,
+        tls_key=sub.tls_key,
+        credentials=submit_credentials.Credentials(users) if users else None,
+        require_auth=sub.require_auth,
+        auth_in_clear=sub.auth_in_clear,
+        max_message_bytes=sub.max_message_size,
+        max_recipients=sub.max_recipients,
+        max_sessions=sub.max_sessions,
+        idle_timeout_s=sub.idle_timeout_ms / 1000,
+        on_enqueued=delivery_worker.wake,
+    ) as listener:
+        listen_host, listen_port = listener.address
+        click.echo(f"SMTP submission listening on {listen_host}:{listen_port}")
+        sys.stdout.flush()
+        yield
+
+
+@contextlib.asynccontextmanager
 async def api(runtime: Runtime) -> AsyncIterator[None]:
     """Serve the management API on ``[api] listen``; prints the first-start admin token."""
     registry = runtime.require_registry()
@@ -173,7 +219,7 @@ async def api(runtime: Runtime) -> AsyncIterator[None]:
         yield
 
 
-COMPONENTS: tuple[Component, ...] = (store, worker, api)
+COMPONENTS: tuple[Component, ...] = (store, worker, submission, api)
 """The daemon's parts, started in this order and stopped in reverse: the API (and its health
 report) comes up last, once everything it reports on runs, and stops first; the worker stops
 before the store closes, so that in-flight deliveries are recorded or handed back."""
@@ -215,7 +261,7 @@ async def _main(settings: config.Settings) -> None:
     help="Settings file (default: ./delivery.toml if present, else the embedded defaults).",
 )
 def serve(cfg: str | None) -> None:
-    """Run the daemon: delivery worker and management API."""
+    """Run the daemon: delivery worker, SMTP submission listener and management API."""
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

@@ -17,27 +17,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from delivery import expr
 from delivery.engine import planner, variables
 from delivery.errors import DnsTempFail
 from delivery.expr import resolve as expr_resolve
 from delivery.queue import model
+from delivery.queue.model import RecipientRequest
 from delivery.registry import snapshot as registry
 
 __all__ = ["RecipientRequest", "plan_recipients"]
 
 log = logging.getLogger("delivery.engine.intake")
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientRequest:
-    """A recipient as the submitter gave it: address and DSN parameters (RFC 3461)."""
-
-    address: str
-    notify: frozenset[model.Notify] = frozenset()
-    orcpt: str | None = None
 
 
 async def plan_recipients(

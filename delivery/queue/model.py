@@ -39,6 +39,7 @@ __all__ = [
     "MessageSource",
     "NewMessage",
     "NewRecipient",
+    "RecipientRequest",
     "Notify",
     "QueuedMessage",
     "QueuedRecipient",
@@ -169,6 +170,19 @@ class NewMessage:
     smtputf8: bool = False
     eightbitmime: bool = False
     requiretls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRequest:
+    """A recipient as the submitter asked for it, before the `schedule` expression places it.
+
+    ``notify`` is empty when NOTIFY was not given; ``orcpt`` is the ORCPT parameter as
+    received (``addr-type;xtext``), None when absent (RFC 3461).
+    """
+
+    address: str
+    notify: frozenset[Notify] = frozenset()
+    orcpt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

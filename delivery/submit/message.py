@@ -26,9 +26,9 @@ from __future__ import annotations
 import datetime
 import email.utils
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from delivery.queue import model
+from delivery.queue.model import RecipientRequest
 from delivery.smtp import esmtp, server
 from delivery.smtp.errors import InvalidArgument
 from delivery.submit.policy import client_address
@@ -47,19 +47,6 @@ __all__ = [
 
 HEADER_LINE_CHARS = 78
 """RFC 5322 §2.1.1: lines SHOULD be at most 78 characters; the header is folded to fit."""
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientRequest:
-    """One recipient as the client asked for it.
-
-    ``notify`` is empty when NOTIFY was not given; ``orcpt`` is the ORCPT parameter as
-    received (``addr-type;xtext``), None when absent.
-    """
-
-    address: str
-    notify: frozenset[model.Notify] = frozenset()
-    orcpt: str | None = None
 
 
 PlanRecipients = Callable[

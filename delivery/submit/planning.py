@@ -51,7 +51,7 @@ def make_planner(
         return await engine_intake.plan_recipients(
             snapshot(),
             message,
-            [engine_intake.RecipientRequest(r.address, r.notify, r.orcpt) for r in requests],
+            requests,
             env=env,
             lookup=lookup,
             now=message.received_at,

@@ -195,8 +195,9 @@ def write_settings(directory: Path, *, port: int | None = None, extra: str = "")
     path = directory / "delivery.toml"
     path.write_text(
         'hostname = "mta.test"\n'
-        f'[store]\nurl = "sqlite:///{directory}/data/delivery.db"\n'
+        f'[store]\nurl = "sqlite://{directory}/data/delivery.db"\n'
         f'[api]\nlisten = "127.0.0.1:{port or free_port()}"\n'
+        '[submission]\nlisten = "127.0.0.1:0"\n'
         '[dns]\nnameservers = ["127.0.0.1:53"]\n' + extra
     )
     return path
