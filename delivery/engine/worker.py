@@ -53,7 +53,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from delivery import config, durations, expr
 from delivery.dns import resolver as dns_resolver
@@ -136,6 +136,20 @@ class Settlement:
     """The outcome recorded (an expired delay becomes a failure)."""
     dsn: dsn.DsnAction | None
     will_retry_until: int | None
+
+
+_Settling = tuple[model.QueuedRecipient, Settlement, attempt.RecipientResult | None]
+"""A leased recipient, what `settle` decided for it, and its attempt's result (if any)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """One store call's worth: the updates and DSNs of a job, and what to log after."""
+
+    settlements: Sequence[_Settling]
+    updates: Sequence[model.RecipientUpdate]
+    entries: Sequence[queue_store.NewEntry]
+    now: int
 
 
 def settle(
@@ -309,11 +323,11 @@ class Worker:
         Cancelled jobs record what is final and hand the rest back (due at once).
         """
         self._stopping = True
-        self._wakeup.set()
         if self._loop_task is not None:
-            # Not cancelled: the loop ends after its current store call. A store call cut off
-            # by cancellation could leave the store's connection inside a transaction.
-            await self._loop_task
+            # A store call cut off here rolls back or completes; leases it may have taken
+            # are released below with the rest.
+            self._loop_task.cancel()
+            await asyncio.wait([self._loop_task])  # our own cancellation still propagates
             self._loop_task = None
         if self._jobs:
             _, pending = await asyncio.wait(set(self._jobs), timeout=self._grace_s)
@@ -438,17 +452,21 @@ class Worker:
     # ---- one job ----------------------------------------------------------------------------
 
     async def _job(self, lease: model.Lease) -> None:
-        """Deliver one lease and record the outcomes; the outermost guard of an attempt."""
+        """Deliver one lease and record the outcomes; the outermost guard of an attempt.
+
+        Cancelled (by `stop`) before its outcomes reached the store, the job records what is
+        final and hands the rest back (`_abandon`); once they reach the store, the record runs
+        to its end (`_apply`), so that a 250 received is never left unrecorded.
+        """
         snapshot = self._registry.snapshot()
         results: dict[int, attempt.RecipientResult] = {}
         body: bytes | None = None
         problem: str | None = None
-        recording: asyncio.Task[None] | None = None
         try:
             deadline = asyncio.timeout(self._attempt_timeout_ms / 1000)
             try:
                 async with deadline:
-                    body = await _shielded(self._store.load_body(lease.message.id))
+                    body = await self._store.load_body(lease.message.id)
                     await self._deliver(lease, snapshot, body, results)
             except TimeoutError:
                 if not deadline.expired():
@@ -466,15 +484,14 @@ class Worker:
                     lease.domain,
                 )
                 problem = f"internal error during the attempt: {exc!r}"
-            recording = asyncio.ensure_future(self._record(lease, snapshot, results, body, problem))
-            await asyncio.shield(recording)
+            now = self._clock()
+            settlements = await self._settlements(lease, snapshot, results, problem, now)
+            record = await self._prepare(lease, snapshot, settlements, body, now)
         except asyncio.CancelledError:
-            if recording is None:
-                await self._abandon(lease, snapshot, results, body)
-            else:  # the outcome is being recorded: let it finish, never record it twice
-                with contextlib.suppress(Exception):
-                    await recording
+            await self._abandon(lease, snapshot, results, body)
             raise
+        try:
+            await _complete(self._apply(lease.message, record))
         except Exception:  # recording failed: the lease lapses and the recipients come back
             log.exception(
                 "cannot record the outcome for message %s (%s); its recipients will be "
@@ -543,18 +560,16 @@ class Worker:
 
     # ---- recording --------------------------------------------------------------------------
 
-    async def _record(
+    async def _settlements(
         self,
         lease: model.Lease,
         snapshot: registry.Snapshot,
         results: dict[int, attempt.RecipientResult],
-        body: bytes | None,
         problem: str | None,
-    ) -> None:
-        """Record every leased recipient's outcome and queue the DSNs, in one transaction."""
-        now = self._clock()
-        settlements: list[tuple[model.QueuedRecipient, Settlement, attempt.RecipientResult | None]]
-        settlements = []
+        now: int,
+    ) -> list[_Settling]:
+        """Every leased recipient's next state after the attempt (a missing result: io)."""
+        settlements: list[_Settling] = []
         for recipient in lease.recipients:
             result = results.get(recipient.id)
             if result is None:
@@ -574,7 +589,7 @@ class Worker:
             schedule = await self._reschedule(lease, recipient, got, snapshot, now)
             settlement = settle(lease, recipient, got, schedule=schedule, handoff=handoff, now=now)
             settlements.append((recipient, settlement, result))
-        await self._commit(lease, snapshot, settlements, body, now)
+        return settlements
 
     async def _abandon(
         self,
@@ -585,7 +600,7 @@ class Worker:
     ) -> None:
         """A cancelled job: record final outcomes, hand the others back unchanged, due now."""
         now = self._clock()
-        settlements = []
+        settlements: list[_Settling] = []
         updates_back = []
         for recipient in lease.recipients:
             result = results.get(recipient.id)
@@ -604,7 +619,9 @@ class Worker:
                 back = model.RecipientUpdate.unchanged(lease, recipient)
                 updates_back.append(dataclasses.replace(back, due=now))
         try:
-            await self._commit(lease, snapshot, settlements, body, now, extra=updates_back)
+            record = await self._prepare(lease, snapshot, settlements, body, now)
+            record = dataclasses.replace(record, updates=[*record.updates, *updates_back])
+            await _complete(self._apply(lease.message, record))
         except Exception:  # stop() releases whatever is still leased
             log.exception("cannot record the abandoned delivery of message %s", lease.message.id)
 
@@ -636,18 +653,15 @@ class Worker:
             value = recipient.schedule
         return planner.select_schedule(snapshot, value)
 
-    async def _commit(
+    async def _prepare(
         self,
         lease: model.Lease,
         snapshot: registry.Snapshot,
-        settlements: Sequence[
-            tuple[model.QueuedRecipient, Settlement, attempt.RecipientResult | None]
-        ],
+        settlements: Sequence[_Settling],
         body: bytes | None,
         now: int,
-        *,
-        extra: Sequence[model.RecipientUpdate] = (),
-    ) -> None:
+    ) -> _Record:
+        """The updates to record and the DSN to queue with them (one per lease, if any)."""
         message = lease.message
         reports = [
             dsn.RecipientReport.of(
@@ -673,8 +687,16 @@ class Worker:
                 entries.append((notice, [to]))
         elif reports:
             log.warning("no DSN for message %s: its body is gone", message.id)
-        updates = [settlement.update for _, settlement, _ in settlements] + list(extra)
-        recorded = await self._store.record(updates, enqueue=entries)
+        updates = [settlement.update for _, settlement, _ in settlements]
+        return _Record(settlements, updates, entries, now)
+
+    async def _apply(self, message: model.QueuedMessage, record: _Record) -> None:
+        """Record the outcomes and queue the DSNs in one store call, then log each outcome.
+
+        Run to its end even by a cancelled job (`_complete`): a store call abandoned
+        half-way would leave the job not knowing whether its outcomes were recorded.
+        """
+        recorded = await self._store.record(record.updates, enqueue=record.entries)
         if recorded.refused:
             log.warning(
                 "message %s: %d outcomes were not recorded: the lease lapsed or the recipient "
@@ -682,12 +704,12 @@ class Worker:
                 message.id,
                 len(recorded.refused),
             )
-        if entries:
+        if record.entries:
             self.wake()
-        for recipient, settlement, result in settlements:
+        for recipient, settlement, result in record.settlements:
             if recipient.id in recorded.refused:
                 continue
-            self._note(message, recipient, settlement, result, now)
+            self._note(message, recipient, settlement, result, record.now)
         async with self._settled_changed:
             self._settled_changed.notify_all()
 
@@ -765,19 +787,23 @@ class Worker:
 T = TypeVar("T")
 
 
-async def _shielded(step: Awaitable[T], /) -> T:
-    """Await a store call that cancellation must not cut off halfway (see `Worker.stop`).
+async def _complete(step: Awaitable[T], /) -> T:
+    """Await ``step`` to its end even if the caller is cancelled meanwhile, then re-raise.
 
-    The caller may still be cancelled; the call then finishes on its own, its failure logged.
+    A failure of ``step`` after a cancellation is logged; the cancellation wins.
     """
     task = asyncio.ensure_future(step)
-    task.add_done_callback(_log_failure)
-    return await asyncio.shield(task)
-
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("a shielded store call failed: %s", task.exception())
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])  # never cancels ``task`` itself
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a step finished after its job was cancelled failed: %s", task.exception())
+        raise asyncio.CancelledError
+    return task.result()
 
 
 def build_worker(
