@@ -77,6 +77,7 @@ __all__ = [
     "ResultType",
     "Rua",
     "SessionResult",
+    "Tally",
     "TlsRptRecord",
     "TxtResult",
     "TxtStatus",
@@ -498,43 +499,105 @@ def _normal_domain(domain: str) -> str:
     return domain.lower().rstrip(".")
 
 
+class _Counts:
+    """The running counts of one policy of one (domain, day)."""
+
+    __slots__ = ("details", "failures", "successes")
+
+    def __init__(self) -> None:
+        self.successes = 0
+        self.failures = 0
+        self.details: dict[FailureDetail, int] = {}
+
+
+class Tally:
+    """Session results counted as they come: the incremental form of `aggregate`.
+
+    Memory grows with the distinct (domain, day, policy, failure detail) entries, not with
+    the sessions: a million identical sessions are one entry. Policies and details are
+    compared as values, so equal descriptions made by different sessions count together.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[DayKey, dict[PolicyDescription, _Counts]] = {}
+        self.sessions = 0
+        """Session results counted."""
+        self.entries = 0
+        """Distinct policy and failure-detail entries: what a write costs, row by row."""
+
+    def __len__(self) -> int:
+        return self.sessions
+
+    def add(self, result: SessionResult, /) -> None:
+        """add - count one session result under its (domain, UTC day) and policy."""
+        key = (_normal_domain(result.policy_domain), day_of(result.at))
+        counts = self._entry(key, result.policy)
+        self.sessions += 1
+        if result.success:
+            counts.successes += 1
+            return
+        assert result.failure is not None  # SessionResult checks it
+        counts.failures += 1
+        self._add_detail(counts, result.failure, 1)
+
+    def update(self, other: Tally, /) -> None:
+        """update - add every count of ``other`` to this tally."""
+        for key, per_policy in other._counts.items():
+            for policy, theirs in per_policy.items():
+                counts = self._entry(key, policy)
+                counts.successes += theirs.successes
+                counts.failures += theirs.failures
+                for detail, n in theirs.details.items():
+                    self._add_detail(counts, detail, n)
+        self.sessions += other.sessions
+
+    def result(self) -> dict[DayKey, list[PolicyAggregate]]:
+        """result - the aggregates per (domain, day), policies in the order first seen."""
+        return {
+            key: [
+                _make_aggregate(policy, c.successes, c.failures, c.details)
+                for policy, c in per_policy.items()
+            ]
+            for key, per_policy in self._counts.items()
+        }
+
+    def _entry(self, key: DayKey, policy: PolicyDescription) -> _Counts:
+        per_policy = self._counts.setdefault(key, {})
+        counts = per_policy.get(policy)
+        if counts is None:
+            counts = per_policy[policy] = _Counts()
+            self.entries += 1
+        return counts
+
+    def _add_detail(self, counts: _Counts, detail: FailureDetail, n: int) -> None:
+        if detail not in counts.details:
+            self.entries += 1
+        counts.details[detail] = counts.details.get(detail, 0) + n
+
+
 def aggregate(results: Iterable[SessionResult], /) -> dict[DayKey, list[PolicyAggregate]]:
     """aggregate - session results counted per (domain, UTC day) and policy.
 
     Domains are lowercased without a trailing dot; policies in the order first seen.
     """
-    counts: dict[DayKey, dict[str, list[Any]]] = {}
+    tally = Tally()
     for result in results:
-        key = (_normal_domain(result.policy_domain), day_of(result.at))
-        per_policy = counts.setdefault(key, {})
-        entry = per_policy.setdefault(result.policy.key(), [result.policy, 0, 0, {}])
-        if result.success:
-            entry[1] += 1
-        else:
-            assert result.failure is not None  # SessionResult checks it
-            entry[2] += 1
-            details: dict[FailureDetail, int] = entry[3]
-            details[result.failure] = details.get(result.failure, 0) + 1
-    return {
-        key: [
-            _make_aggregate(policy, ok, failed, details)
-            for policy, ok, failed, details in per_policy.values()
-        ]
-        for key, per_policy in counts.items()
-    }
+        tally.add(result)
+    return tally.result()
 
 
 def merge(aggregates: Iterable[PolicyAggregate], /) -> list[PolicyAggregate]:
     """merge - aggregates of the same policy added together, in the order first seen."""
-    merged: dict[str, list[Any]] = {}
+    merged: dict[PolicyDescription, _Counts] = {}
     for item in aggregates:
-        entry = merged.setdefault(item.policy.key(), [item.policy, 0, 0, {}])
-        entry[1] += item.successes
-        entry[2] += item.failures
-        details: dict[FailureDetail, int] = entry[3]
-        for detail, count in item.details:
-            details[detail] = details.get(detail, 0) + count
-    return [_make_aggregate(*entry) for entry in merged.values()]
+        counts = merged.setdefault(item.policy, _Counts())
+        counts.successes += item.successes
+        counts.failures += item.failures
+        for detail, n in item.details:
+            counts.details[detail] = counts.details.get(detail, 0) + n
+    return [
+        _make_aggregate(policy, c.successes, c.failures, c.details) for policy, c in merged.items()
+    ]
 
 
 def _make_aggregate(
