@@ -5,9 +5,11 @@
 ``threadsPerNode`` leaves room for; each lease (one message, one domain) becomes a job that
 evaluates ``route`` and ``schedule`` for its recipients (rcpt variables), runs one
 `attempt.Attempt` per route, and records the outcomes with `QueueStore.record`, the DSNs they
-call for queued in the same transaction. It wakes when `wake` is called (new mail), when a job
-ends, when the next recipient is due (`QueueStore.due_soonest`), and at least every
-``poll_interval_ms`` (mail queued by another process).
+call for queued in the same transaction (a DSN only with the outcomes it reports on: an
+outcome refused because the lease lapsed is reported by whoever holds the recipient now).
+It wakes when `wake` is called (new mail), when a job ends, when the next recipient is due
+(`QueueStore.due_soonest`), and at least every ``poll_interval_ms`` (mail queued by another
+process).
 
 After an attempt (`settle`, pure):
     delivered   DELIVERED; a success DSN when NOTIFY=SUCCESS asked for one (``delivered``
@@ -143,12 +145,22 @@ _Settling = tuple[model.QueuedRecipient, Settlement, attempt.RecipientResult | N
 
 
 @dataclass(frozen=True, slots=True)
+class _Dsn:
+    """The DSN of one job, and what it takes to make it again for fewer recipients."""
+
+    notice: queue_store.Notice
+    reports: Sequence[tuple[int, dsn.RecipientReport]]
+    """(recipient id, its lines) for each recipient it reports on."""
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class _Record:
-    """One store call's worth: the updates and DSNs of a job, and what to log after."""
+    """One store call's worth: the updates and DSN of a job, and what to log after."""
 
     settlements: Sequence[_Settling]
     updates: Sequence[model.RecipientUpdate]
-    entries: Sequence[queue_store.NewEntry]
+    dsn: _Dsn | None
     now: int
 
 
@@ -664,39 +676,55 @@ class Worker:
         """The updates to record and the DSN to queue with them (one per lease, if any)."""
         message = lease.message
         reports = [
-            dsn.RecipientReport.of(
-                recipient,
-                settlement.outcome,
-                settlement.dsn,
-                last_attempt_at=now,
-                will_retry_until=settlement.will_retry_until,
+            (
+                recipient.id,
+                dsn.RecipientReport.of(
+                    recipient,
+                    settlement.outcome,
+                    settlement.dsn,
+                    last_attempt_at=now,
+                    will_retry_until=settlement.will_retry_until,
+                ),
             )
             for recipient, settlement, _ in settlements
             if settlement.dsn is not None
         ]
-        entries: list[queue_store.NewEntry] = []
-        if reports and body is not None:
-            try:
-                notice = dsn.make_dsn(
-                    message, reports, original=body, reporting_mta=self._settings.hostname, now=now
-                )
-                to = await self._dsn_recipient(snapshot, notice, message.sender, now)
-            except ValueError as exc:  # InvalidEnvelope: a sender no DSN can be addressed to
-                log.warning("no DSN for message %s to %r: %s", message.id, message.sender, exc)
-            else:
-                entries.append((notice, [to]))
-        elif reports:
-            log.warning("no DSN for message %s: its body is gone", message.id)
         updates = [settlement.update for _, settlement, _ in settlements]
-        return _Record(settlements, updates, entries, now)
+        if not reports:
+            return _Record(settlements, updates, None, now)
+        if body is None:
+            log.warning("no DSN for message %s: its body is gone", message.id)
+            return _Record(settlements, updates, None, now)
+        try:
+            notice = self._make_dsn(message, [report for _, report in reports], body, now)
+            to = await self._dsn_recipient(snapshot, notice, message.sender, now)
+        except ValueError as exc:  # InvalidEnvelope: a sender no DSN can be addressed to
+            log.warning("no DSN for message %s to %r: %s", message.id, message.sender, exc)
+            return _Record(settlements, updates, None, now)
+        about = frozenset(rid for rid, _ in reports)
+        return _Record(
+            settlements, updates, _Dsn(queue_store.Notice(notice, [to], about), reports, body), now
+        )
+
+    def _make_dsn(
+        self,
+        message: model.QueuedMessage,
+        reports: Sequence[dsn.RecipientReport],
+        body: bytes,
+        now: int,
+    ) -> model.NewMessage:
+        return dsn.make_dsn(
+            message, reports, original=body, reporting_mta=self._settings.hostname, now=now
+        )
 
     async def _apply(self, message: model.QueuedMessage, record: _Record) -> None:
-        """Record the outcomes and queue the DSNs in one store call, then log each outcome.
+        """Record the outcomes and queue the DSN in one store call, then log each outcome.
 
         Run to its end even by a cancelled job (`_complete`): a store call abandoned
         half-way would leave the job not knowing whether its outcomes were recorded.
         """
-        recorded = await self._store.record(record.updates, enqueue=record.entries)
+        notices = [record.dsn.notice] if record.dsn is not None else []
+        recorded = await self._store.record(record.updates, notices=notices)
         if recorded.refused:
             log.warning(
                 "message %s: %d outcomes were not recorded: the lease lapsed or the recipient "
@@ -704,7 +732,9 @@ class Worker:
                 message.id,
                 len(recorded.refused),
             )
-        if record.entries:
+        if record.dsn is not None:
+            if recorded.message_ids[0] is None:
+                await self._reissue(message, record.dsn, recorded.refused, record.now)
             self.wake()
         for recipient, settlement, result in record.settlements:
             if recipient.id in recorded.refused:
@@ -712,6 +742,28 @@ class Worker:
             self._note(message, recipient, settlement, result, record.now)
         async with self._settled_changed:
             self._settled_changed.notify_all()
+
+    async def _reissue(
+        self, message: model.QueuedMessage, made: _Dsn, refused: frozenset[int], now: int
+    ) -> None:
+        """The DSN was not queued: some outcomes it reports on were refused. Queue one for
+        the others, if any (their outcomes are recorded; the refused ones are reported by
+        whoever holds those recipients now).
+
+        Rare (a lapsed lease partly taken over), and not atomic with the record: a crash in
+        between loses this DSN, never duplicates one.
+        """
+        kept = [report for rid, report in made.reports if rid not in refused]
+        if not kept:
+            return
+        notice = self._make_dsn(message, kept, made.body, now)
+        await self._store.enqueue(notice, made.notice.recipients)
+        log.warning(
+            "message %s: part of the lease lapsed; DSN queued for %d of %d recipients",
+            message.id,
+            len(kept),
+            len(made.reports),
+        )
 
     async def _dsn_recipient(
         self, snapshot: registry.Snapshot, notice: model.NewMessage, to: str, now: int

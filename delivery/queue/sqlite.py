@@ -44,6 +44,7 @@ from delivery.queue.store import (
     PURGE_BATCH,
     MessageNotFound,
     NewEntry,
+    Notice,
     Recorded,
     StoreError,
 )
@@ -279,10 +280,14 @@ class SqliteQueueStore:
         ]
 
     async def record(
-        self, updates: Sequence[model.RecipientUpdate], /, *, enqueue: Sequence[NewEntry] = ()
+        self, updates: Sequence[model.RecipientUpdate], /, *, notices: Sequence[Notice] = ()
     ) -> Recorded:
         """Apply outcomes in one transaction; see `QueueStore.record`."""
-        _check_entries(enqueue)
+        _check_entries((notice.message, notice.recipients) for notice in notices)
+        updated = {update.recipient_id for update in updates}
+        for notice in notices:
+            if not notice.about or not notice.about <= updated:
+                raise ValueError("a notice must be about recipients updated in the same record")
         async with self._transaction("record") as db:
             held: set[int] = set()
             for token in {update.token for update in updates}:
@@ -290,9 +295,11 @@ class SqliteQueueStore:
                 held.update(row[0] for row in rows)
             applied = [update for update in updates if update.recipient_id in held]
             await db.executemany(sql.RECORD, [sql.update_params(u) for u in applied])
-            message_ids = await _insert(db, enqueue)
-        refused = {update.recipient_id for update in updates} - held
-        return Recorded(refused=frozenset(refused), message_ids=tuple(message_ids))
+            accepted = {update.recipient_id for update in applied}
+            due = [notice for notice in notices if notice.about <= accepted]
+            queued = iter(await _insert(db, [(n.message, n.recipients) for n in due]))
+        message_ids = tuple(next(queued) if n.about <= accepted else None for n in notices)
+        return Recorded(refused=frozenset(updated - held), message_ids=message_ids)
 
     async def release(self, owner: str, /, *, now: int) -> int:
         """Give back every lease of ``owner``; see `QueueStore.release`."""

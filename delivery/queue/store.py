@@ -15,7 +15,10 @@ Guarantees every implementation keeps:
     Explicit outcomes  nothing becomes final except through `record` (or `cancel`),
                        and `record` refuses an update whose lease token no longer
                        holds the recipient, so a recipient is never marked delivered
-                       twice, nor after another worker took it over.
+                       twice, nor after another worker took it over. A `Notice`
+                       recorded with the outcomes (a DSN) is queued only when every
+                       outcome it reports on was applied, so a refused outcome never
+                       sends one: whoever holds the recipient now reports on it.
     Flat cost          leasing and `due_soonest` go through an index on
                        (status, due): their cost does not grow with queue size.
 
@@ -45,6 +48,7 @@ __all__ = [
     "PURGE_BATCH",
     "MessageNotFound",
     "NewEntry",
+    "Notice",
     "QueueError",
     "QueueStore",
     "Recorded",
@@ -64,6 +68,19 @@ PURGE_BATCH = 500
 
 NewEntry = tuple[model.NewMessage, Sequence[model.NewRecipient]]
 """A message to queue with its recipients."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A message that reports on outcomes (a DSN), queued by `QueueStore.record` with them.
+
+    ``about`` are the ids of the recipients it reports on, each with an update in the
+    same `record` call: the notice is queued only if every one of them was applied.
+    """
+
+    message: model.NewMessage
+    recipients: Sequence[model.NewRecipient]
+    about: frozenset[int]
 
 
 class QueueError(DeliveryError):
@@ -105,11 +122,12 @@ class Recorded:
 
     ``refused`` are the recipient ids whose update was not applied because the lease
     token no longer held them (lease lapsed and taken over, recipient cancelled, or
-    already final). ``message_ids`` are the ids of the messages queued with it.
+    already final). ``message_ids`` has one item per notice, in order: the id it was
+    queued under, or ``None`` when one of the outcomes it reports on was refused.
     """
 
     refused: frozenset[int]
-    message_ids: tuple[str, ...]
+    message_ids: tuple[str | None, ...]
 
 
 class QueueStore(Protocol):
@@ -153,14 +171,19 @@ class QueueStore(Protocol):
         ...
 
     async def record(
-        self, updates: Sequence[model.RecipientUpdate], /, *, enqueue: Sequence[NewEntry] = ()
+        self, updates: Sequence[model.RecipientUpdate], /, *, notices: Sequence[Notice] = ()
     ) -> Recorded:
         """Apply attempt outcomes and release their leases, in one transaction.
 
-        ``enqueue`` are messages to queue in the same transaction, such as the DSNs
-        these outcomes call for, so that a recipient never fails without its DSN.
         Updates whose token no longer holds their recipient are skipped and
-        returned in `Recorded.refused`; the others are applied.
+        returned in `Recorded.refused`; the others are applied. ``notices`` are
+        queued in the same transaction, so that a recipient never fails without
+        its DSN: each one only if every update it is ``about`` was applied (a DSN
+        about a refused outcome would duplicate the one its new holder sends).
+
+        :raises InvalidEnvelope: a notice without recipients (nothing is recorded).
+        :raises ValueError: a notice about no recipient, or about one without an
+            update here.
         """
         ...
 

@@ -147,3 +147,19 @@ async def test_a_sender_no_dsn_can_reach_still_lets_the_bounce_be_recorded(
     [stored] = await world.recipients(message_id)
     assert stored.status is model.RecipientStatus.FAILED
     assert len(await world.store.list_messages()) == 1
+
+
+async def test_no_dsn_for_a_message_cancelled_during_its_attempt(
+    make_lab: MakeLab, make_engine: MakeEngine
+) -> None:
+    slow_550 = {"reply": "550 5.1.1 no such user", "delay": 1}
+    lab = await make_lab(world_of(bounce_test={"replies": {"rcpt": {"*": slow_550}}}))
+    world = await make_engine(lab)
+    message_id = await world.send(SENDER, ["bob@bounce.test"])
+    await lab.mx("mx1.bounce.test").wait_for_connections(1)  # the attempt is under way
+    assert await world.store.cancel(message_id, reason="cancelled by the operator") == 1
+    await world.worker.stop()  # the attempt ends (550) within the grace period, and records
+    [stored] = await world.recipients(message_id)
+    assert stored.status is model.RecipientStatus.CANCELLED
+    assert [m.id for m in await world.store.list_messages()] == [message_id]  # no bounce
+    assert lab.mx("mx1.sender.test").received == []

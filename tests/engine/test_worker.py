@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from delivery import config
-from delivery.engine import dsn, outcome, planner, worker
+from delivery.engine import attempt, dsn, outcome, planner, worker
 from delivery.errors import LastError
 from delivery.harness import lab as harness_lab
 from delivery.queue import model
@@ -432,3 +432,33 @@ async def test_build_worker_runs_from_the_settings(
         [settled] = await built.wait_settled(1)
     assert settled.status is model.RecipientStatus.DELIVERED
     assert not built.running
+
+
+@pytest.mark.harness_mx("mx1.plain.test")
+async def test_a_partly_taken_over_lease_sends_a_dsn_for_what_it_recorded_only(
+    harness: harness_lab.Lab, make_engine: MakeEngine
+) -> None:
+    """The lease of x and y lapsed and another worker took x over: the bounce of y is
+    recorded with a DSN about y alone; x is reported by its new holder, never twice."""
+    world = await make_engine(harness, start=False)
+    await world.send("a@sender.test", ["x@plain.test", "y@plain.test"])
+    now = model.now_ms()
+    [lease] = await world.store.lease_due(now=now, owner="slow", lease_ms=1, limit=10)
+    x, y = lease.recipients
+    await world.store.lease_due(now=now + 1, owner="fresh", lease_ms=60_000, limit=1)  # x
+    bounced = result("failed", "5.1.1")
+    results = {
+        r.id: attempt.RecipientResult(attempt.Target(r, {}, None), bounced, None, dsn.Handoff.RELAY)
+        for r in (x, y)
+    }
+    snapshot, engine = world.registry.snapshot(), world.worker
+
+    settlements = await engine._settlements(lease, snapshot, results, None, now)
+    await engine._apply(
+        lease.message, await engine._prepare(lease, snapshot, settlements, BODY, now)
+    )
+
+    [notice] = [m for m in await world.store.list_messages() if m.source is model.MessageSource.DSN]
+    text = await world.store.load_body(notice.id)
+    assert b"<y@plain.test>" in text and b"x@plain.test" not in text
+    assert [s.address for s in engine.settled] == ["y@plain.test"]

@@ -17,7 +17,7 @@ import pytest
 
 from delivery.queue import model, sql
 from delivery.queue.sqlite import SqliteQueueStore
-from delivery.queue.store import StoreError
+from delivery.queue.store import Notice, StoreError
 from tests.plugins.queue import T0, make_message, make_recipient
 
 
@@ -157,7 +157,7 @@ async def cancel_at(store: SqliteQueueStore, prefix: str, call: Awaitable[object
         gate.release.set()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await store._db.set_trace_callback(None)
+    await store._db.set_trace_callback(None)  # type: ignore[arg-type]  # None clears it
 
 
 # The statements of one `record` with a DSN, in order; cancelled at COMMIT, the record is
@@ -183,8 +183,9 @@ async def test_a_cancelled_record_rolls_back_or_completes(
             model.RecipientUpdate.unchanged(lease, rcpt), status=model.RecipientStatus.FAILED
         )
         dsn = make_message(sender="", source=model.MessageSource.DSN)
+        notices = [Notice(dsn, [make_recipient()], frozenset({rcpt.id}))]
 
-        await cancel_at(store, prefix, store.record([update], enqueue=[(dsn, [make_recipient()])]))
+        await cancel_at(store, prefix, store.record([update], notices=notices))
 
         # The connection is usable: reads and writes work, nothing is half done.
         [stored] = (await store.get_message(message_id) or pytest.fail()).recipients

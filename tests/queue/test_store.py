@@ -9,7 +9,7 @@ import pytest
 
 from delivery.errors import LastError
 from delivery.queue import model
-from delivery.queue.store import MessageNotFound, QueueStore
+from delivery.queue.store import MessageNotFound, Notice, QueueStore
 from tests.plugins.queue import T0, StoreOpener, make_message, make_recipient
 
 Status = model.RecipientStatus
@@ -380,20 +380,70 @@ async def test_outcome_of_a_lapsed_lease_nobody_took_over_is_kept(store: QueueSt
     assert result.refused == frozenset()
 
 
-async def test_record_queues_messages_in_the_same_transaction(store: QueueStore) -> None:
+def notice(*about: model.QueuedRecipient) -> Notice:
+    """A DSN to the sender about ``about``, as a worker records it with their outcomes."""
+    dsn = make_message(sender="", source=model.MessageSource.DSN, received_from_ip="")
+    recipients = [make_recipient("sender@example.org", queue="dsn")]
+    return Notice(dsn, recipients, frozenset(r.id for r in about))
+
+
+async def test_record_queues_notices_in_the_same_transaction(store: QueueStore) -> None:
     await store.enqueue(make_message(), [make_recipient()])
     [lease] = await lease_all(store)
-    dsn = make_message(sender="", source=model.MessageSource.DSN, received_from_ip="")
 
     result = await store.record(
-        [failed(lease, lease.recipients[0])],
-        enqueue=[(dsn, [make_recipient("sender@example.org", queue="dsn")])],
+        [failed(lease, lease.recipients[0])], notices=[notice(lease.recipients[0])]
     )
 
     [dsn_id] = result.message_ids
+    assert dsn_id is not None
     got = await store.get_message(dsn_id)
     assert got is not None
     assert (got.sender, got.source, got.recipients[0].queue) == ("", model.MessageSource.DSN, "dsn")
+
+
+async def test_a_lapsed_lease_records_no_dsn(store: QueueStore) -> None:
+    # The slow worker's lease lapsed and another took the recipient over: the slow one's
+    # bounce and its DSN are both refused, so the sender hears only from the new holder.
+    await store.enqueue(make_message(), [make_recipient()])
+    [slow] = await store.lease_due(now=T0, owner="slow", lease_ms=1_000, limit=10)
+    await store.lease_due(now=T0 + 1_000, owner="fresh", lease_ms=MINUTE, limit=10)
+    [rcpt] = slow.recipients
+
+    late = await store.record([failed(slow, rcpt)], notices=[notice(rcpt)])
+
+    assert late.refused == {rcpt.id} and late.message_ids == (None,)
+    assert len(await store.list_messages()) == 1
+
+
+async def test_a_notice_is_queued_only_when_all_it_reports_on_was_recorded(
+    store: QueueStore,
+) -> None:
+    await store.enqueue(make_message(), [make_recipient("a@example.com"), make_recipient()])
+    [slow] = await store.lease_due(now=T0, owner="slow", lease_ms=1_000, limit=10)
+    a, b = slow.recipients
+    await store.lease_due(now=T0 + 1_000, owner="fresh", lease_ms=MINUTE, limit=1)  # takes a
+
+    result = await store.record(
+        [failed(slow, a), failed(slow, b)], notices=[notice(a, b), notice(b)]
+    )
+
+    assert result.refused == {a.id}
+    both, only_b = result.message_ids
+    assert both is None and only_b is not None
+    assert len(await store.list_messages()) == 2
+
+
+async def test_a_notice_must_report_on_recorded_recipients(store: QueueStore) -> None:
+    await store.enqueue(make_message(), [make_recipient("a@example.com"), make_recipient()])
+    [lease] = await lease_all(store)
+    a, b = lease.recipients
+
+    with pytest.raises(ValueError):
+        await store.record([failed(lease, a)], notices=[notice(a, b)])
+    with pytest.raises(ValueError):
+        await store.record([failed(lease, a)], notices=[notice()])
+    assert not (await store.record([failed(lease, a)])).refused  # nothing was applied
 
 
 async def test_release_makes_a_stopping_nodes_recipients_due_again(store: QueueStore) -> None:
