@@ -1,10 +1,11 @@
 """SMTP TLS Reporting (RFC 8460), the pure core: results, aggregates, the report and its mail.
 
 The engine records one `SessionResult` per TLS session attempt (the policy domain, the policy
-it applied, success or a `FailureDetail`); `delivery.policy.tlsrpt_store` keeps them as daily
-aggregates, and `delivery.policy.tlsrpt_send` turns each finished day into a report for the
-``rua`` destinations that the domain's ``_smtp._tls`` TXT record names. Everything here is a
-plain function over plain values: no I/O, no clock, no logging.
+it applied, success or a `FailureDetail`) with the source of the message it carried;
+`delivery.policy.tlsrpt_store` keeps them as daily aggregates, and
+`delivery.policy.tlsrpt_send` turns each finished day into a report for the ``rua``
+destinations that the domain's ``_smtp._tls`` TXT record names. Everything here is a plain
+function over plain values: no I/O, no clock, no logging.
 
 Outcomes:
     parse_tlsrpt_txt   TxtResult: FOUND with a TlsRptRecord (its mailto: and https: ruas);
@@ -12,7 +13,9 @@ Outcomes:
                        §3 says the domain then does not implement TLS-RPT); INVALID (the one
                        record breaks the §3 grammar, or names no usable rua). Each says why.
     aggregate          SessionResults -> per (domain, UTC day, policy) counts and failure
-                       details with their counts
+                       details with their counts; `Tally` is its incremental form
+    applied_policy     the PolicyDescription of a session from its MTA-STS lookup and DANE
+                       decision; sts_failure and result_type_of_verify_code classify failures
     build_report       the RFC 8460 §4.4 JSON object of one domain and day
     encode_report      gzip of its JSON (RFC 8460 §5.2); decode_report reads it back
     build_report_mail  the RFC 8460 §5.3 message: multipart/report; report-type="tlsrpt"
