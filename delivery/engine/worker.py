@@ -613,7 +613,6 @@ class Worker:
         """A cancelled job: record final outcomes, hand the others back unchanged, due now."""
         now = self._clock()
         settlements: list[_Settling] = []
-        updates_back = []
         for recipient in lease.recipients:
             result = results.get(recipient.id)
             if result is not None and result.outcome.action != "delayed":
@@ -627,15 +626,17 @@ class Worker:
                     now=now,
                 )
                 settlements.append((recipient, settlement, result))
-            else:
-                back = model.RecipientUpdate.unchanged(lease, recipient)
-                updates_back.append(dataclasses.replace(back, due=now))
         try:
             record = await self._prepare(lease, snapshot, settlements, body, now)
-            record = dataclasses.replace(record, updates=[*record.updates, *updates_back])
-            await _complete(self._apply(lease.message, record))
+            await _complete(self._hand_back(lease, record))
         except Exception:  # stop() releases whatever is still leased
             log.exception("cannot record the abandoned delivery of message %s", lease.message.id)
+
+    async def _hand_back(self, lease: model.Lease, record: _Record) -> None:
+        """Record what is final, then release the rest of the lease: due now, no attempt."""
+        if record.updates:
+            await self._apply(lease.message, record)
+        await self._store.release_leases([lease], now=record.now)
 
     async def _reschedule(
         self,

@@ -52,6 +52,7 @@ __all__ = [
     "POSTGRES",
     "RECORD",
     "RELEASE",
+    "RELEASE_LEASE",
     "RETRY_NOW",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_GET",
@@ -221,6 +222,10 @@ RECORD: Final = f"""UPDATE queue_recipients SET
 RELEASE: Final = f"""UPDATE queue_recipients
     SET lease_owner = NULL, lease_token = NULL, lease_until = NULL, due = :now
     WHERE lease_owner = :owner AND status = '{_SCHEDULED}'"""
+# By id and token: the leases of one lease_due call share their token.
+RELEASE_LEASE: Final = f"""UPDATE queue_recipients
+    SET lease_owner = NULL, lease_token = NULL, lease_until = NULL, due = :now
+    WHERE id = :id AND lease_token = :token AND status = '{_SCHEDULED}'"""
 RETRY_NOW: Final = f"""UPDATE queue_recipients SET due = :now
     WHERE message_id = :message_id AND status = '{_SCHEDULED}' AND lease_token IS NULL"""
 CANCEL: Final = f"""UPDATE queue_recipients SET

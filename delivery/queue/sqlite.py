@@ -306,6 +306,19 @@ class SqliteQueueStore:
         async with self._transaction("release") as db:
             return await _changes(db, sql.RELEASE, {"owner": owner, "now": now})
 
+    async def release_leases(self, leases: Sequence[model.Lease], /, *, now: int) -> int:
+        """Give back what these leases still hold; see `QueueStore.release_leases`."""
+        params = [
+            {"id": recipient.id, "token": lease.token, "now": now}
+            for lease in leases
+            for recipient in lease.recipients
+        ]
+        async with self._transaction("release") as db:
+            cursor = await db.executemany(sql.RELEASE_LEASE, params)
+            released: int = cursor.rowcount
+            await cursor.close()
+            return released
+
     async def retry_now(self, message_id: str, /, *, now: int) -> int:
         """Make the message due now; see `QueueStore.retry_now`."""
         async with self._transaction("retry") as db:

@@ -194,6 +194,15 @@ class QueueStore(Protocol):
         """
         ...
 
+    async def release_leases(self, leases: Sequence[model.Lease], /, *, now: int) -> int:
+        """Give back what these leases still hold (a job that did not finish); return how many.
+
+        The recipients not recorded under them are due again at ``now``, their state
+        otherwise unchanged: no attempt is counted. A later `record` under these leases
+        is refused for them.
+        """
+        ...
+
     async def retry_now(self, message_id: str, /, *, now: int) -> int:
         """Make the message's unleased scheduled recipients due at ``now``.
 

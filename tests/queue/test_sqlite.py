@@ -104,6 +104,7 @@ async def test_an_in_memory_database_is_refused() -> None:
         (sql.DUE_SOONEST, ["queue_recipients_due"]),
         (sql.DUE_SOONEST_IN_QUEUE, ["queue_recipients_queue_due"]),
         (sql.HELD_BY_TOKEN, ["queue_recipients_token"]),
+        (sql.RELEASE_LEASE, []),  # by primary key
     ],
 )
 async def test_hot_statements_search_indexes_and_never_scan_the_queue(
@@ -112,7 +113,7 @@ async def test_hot_statements_search_indexes_and_never_scan_the_queue(
     path = tmp_path / "delivery.db"
     async with await SqliteQueueStore.open(path):
         pass
-    params = {"now": T0, "limit": 10, "queue": "remote", "token": "t"}
+    params = {"now": T0, "limit": 10, "queue": "remote", "token": "t", "id": 1}
 
     plan = [row[3] for row in query(path, f"EXPLAIN QUERY PLAN {statement}", params)]
 

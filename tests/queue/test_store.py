@@ -464,6 +464,37 @@ async def test_release_makes_a_stopping_nodes_recipients_due_again(store: QueueS
     assert not (await store.record([delivered(others[0], others[0].recipients[0])])).refused
 
 
+async def test_release_leases_hands_back_what_a_lease_still_holds(store: QueueStore) -> None:
+    message_id = await store.enqueue(
+        make_message(), [make_recipient("done@example.com"), make_recipient()]
+    )
+    await store.enqueue(make_message(), [make_recipient("other@example.com")])
+    [lease, other] = await lease_all(store)
+    done, unfinished = lease.recipients
+    await store.record([failed(lease, done)])
+
+    released = await store.release_leases([lease], now=T0 + 5)
+
+    assert released == 1
+    got = await store.get_message(message_id)
+    assert got is not None
+    done_now, back = got.recipients
+    assert done_now.status is Status.FAILED
+    assert (back.status, back.due, back.lease_owner, back.lease_until) == (
+        Status.SCHEDULED,
+        T0 + 5,
+        None,
+        None,
+    )
+    # No attempt counted, nothing else changed.
+    assert dataclasses.replace(
+        back, due=unfinished.due, lease_owner="node1"
+    ) == dataclasses.replace(unfinished, lease_until=None)
+    assert (await store.record([delivered(lease, unfinished)])).refused == {unfinished.id}
+    assert not (await store.record([delivered(other, other.recipients[0])])).refused
+    assert await store.release_leases([lease], now=T0 + 6) == 0
+
+
 async def test_retry_now_brings_deferred_recipients_forward(store: QueueStore) -> None:
     message_id = await store.enqueue(make_message(), [make_recipient(due=T0 + 60 * MINUTE)])
 
