@@ -385,6 +385,10 @@ def reply_failure(
     )
 
 
+_BEFORE_GREETING: frozenset[Stage] = frozenset({Stage.CONNECT, Stage.GREETING})
+"""Stages where a broken connection means the host is not reachable as an SMTP server."""
+
+
 def transport_failure(
     stage: Stage,
     problem: Literal["timeout", "refused", "lost"],
@@ -396,22 +400,25 @@ def transport_failure(
 ) -> Failure:
     """transport_failure - the network failed us at a step (always soft).
 
-    Before the session (CONNECT): no answer from the host, 4.4.1, kind
-    ``connection``. Later: a bad connection, 4.4.2 (Postfix's codes), kind ``io``,
-    SESSION scope once the transaction has begun.
+    Before the session (CONNECT): no answer from the host, 4.4.1. Later: a bad
+    connection, 4.4.2 (Postfix's codes), SESSION scope once the transaction has
+    begun. The kind (DESIGN §4) is ``connection`` until the server has completed
+    its greeting (the host could not be reached as an SMTP server), ``io`` after
+    (the conversation broke): the same rule as `delivery.smtp.errors`.
 
     :param detail: the system's words, e.g. "Connection refused".
     """
     where = _where(remote_host, remote_ip)
     suffix = f": {detail}" if detail else ""
+    kind = LastError.CONNECTION if stage in _BEFORE_GREETING else LastError.IO
     if stage is Stage.CONNECT:
         words = {"timeout": "timed out", "refused": "was refused", "lost": "was reset"}
         reason = f"connecting to {where} {words[problem]}{suffix}"
-        status, kind = "4.4.1", LastError.CONNECTION
+        status = "4.4.1"
     else:
         words = {"timeout": "timed out", "refused": "was refused", "lost": "was lost"}
         reason = f"the connection to {where} {words[problem]} during {stage.command}{suffix}"
-        status, kind = "4.4.2", LastError.IO
+        status = "4.4.2"
     scope = Scope.SITE if stage.scope is Scope.SITE else Scope.SESSION
     return Failure(
         stage=stage,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import pytest
 
-from delivery.engine import outcome
+from delivery.engine import attempt, outcome
 from delivery.engine.outcome import Disposition, Failure, RouteProblem, Stage
 from delivery.errors import LastError
+from delivery.smtp import errors as smtp_errors
 
 NEXT, DEFER, BOUNCE = Disposition.TRY_NEXT_HOST, Disposition.DEFER, Disposition.BOUNCE
 MORE_HOSTS, FINAL_HOST = False, True
@@ -149,6 +150,12 @@ OUTCOMES: list[tuple[str, Failure, tuple[str, str, LastError]]] = [
      reply(Stage.MAIL, 354, "go ahead"), ("failed", "5.5.0", REPLY)),
     ("connect refused",
      transport(Stage.CONNECT, "refused"), ("delayed", "4.4.1", LastError.CONNECTION)),
+    ("lost at the greeting",
+     transport(Stage.GREETING, "lost"), ("delayed", "4.4.2", LastError.CONNECTION)),
+    ("greeting timeout",
+     transport(Stage.GREETING, "timeout"), ("delayed", "4.4.2", LastError.CONNECTION)),
+    ("lost after the greeting",
+     transport(Stage.EHLO, "lost"), ("delayed", "4.4.2", LastError.IO)),
     ("lost mid-session",
      transport(Stage.DATA, "lost"), ("delayed", "4.4.2", LastError.IO)),
     ("certificate failure", tls(), ("delayed", "4.7.5", LastError.TLS)),
@@ -211,3 +218,16 @@ def test_delivered_takes_the_enhanced_code_of_the_final_reply() -> None:
         "250 2.6.0 queued as X",
     )
     assert (plain.status, plain.reason) == ("2.0.0", "mx1.example said: 250 ok")  # fmt: skip
+
+
+@pytest.mark.parametrize("phase", get_args(smtp_errors.Phase))
+@pytest.mark.parametrize("error", [smtp_errors.PhaseTimeout, smtp_errors.ConnectionLost])
+def test_transport_failures_keep_the_smtp_layers_kind(
+    phase: smtp_errors.Phase, error: type[smtp_errors.PhaseTimeout | smtp_errors.ConnectionLost]
+) -> None:
+    # One rule on both sides of attempt.failure_of: until the server has greeted us, a
+    # broken connection is a ``connection`` failure; after, ``io`` (DESIGN §4).
+    raised = error("mx1.example", "192.0.2.1", phase, "the network failed")
+    assert attempt.failure_of(raised).kind is raised.kind
+    early = phase in ("connect", "greeting")
+    assert raised.kind is (LastError.CONNECTION if early else LastError.IO)

@@ -34,7 +34,7 @@ CASES: list[tuple[str, dict[str, Any], model.RecipientStatus, str, LastError, st
         {"greeting": {"close": True}},
         SCHEDULED,
         "4.4.2",
-        LastError.IO,
+        LastError.CONNECTION,  # never greeted: the host is not reachable as an SMTP server
         "greeting",
     ),
 ]
