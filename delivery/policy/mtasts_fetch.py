@@ -50,10 +50,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import assert_never
@@ -61,9 +60,10 @@ from typing import assert_never
 import aiohttp
 import aiohttp.abc
 
+from delivery.dns import http as dns_http
 from delivery.dns import names
 from delivery.dns import resolver as dns_resolver
-from delivery.dns.result import DnsResult, Lookup
+from delivery.dns.result import Lookup
 from delivery.policy import mtasts
 from delivery.smtp import tls as smtp_tls
 
@@ -76,7 +76,6 @@ __all__ = [
     "CachedPolicy",
     "MtaStsResolver",
     "PolicyCache",
-    "PolicyHostUnresolved",
 ]
 
 log = logging.getLogger("delivery.policy.mtasts")
@@ -105,63 +104,6 @@ _REQUEST_HEADERS = {
     # RFC 8461 §3.3: senders must not use HTTP caching; say so to caches on the path.
     "Cache-Control": "no-cache",
 }
-
-
-class PolicyHostUnresolved(OSError):
-    """``mta-sts.<domain>`` has no address in our DNS, or its lookup failed.
-
-    An OSError because that is what aiohttp expects of a resolver; it arrives wrapped in
-    ``aiohttp.ClientConnectorDNSError``.
-
-    :param host: the policy host name.
-    :param detail: what the A and AAAA lookups said.
-    """
-
-    def __init__(self, host: str, detail: str, /) -> None:
-        super().__init__(f"{host} has no address: {detail}")
-        self.host, self.detail = host, detail
-
-
-class _DnsResolver(aiohttp.abc.AbstractResolver):
-    """aiohttp's name resolution, through the engine's resolver (DESIGN §5 step 1)."""
-
-    def __init__(self, resolver: dns_resolver.Resolver, /) -> None:
-        self._resolver = resolver
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[aiohttp.abc.ResolveResult]:
-        """A and/or AAAA of ``host`` as aiohttp wants them; PolicyHostUnresolved if none."""
-        lookups: list[tuple[socket.AddressFamily, Awaitable[DnsResult[str]]]] = []
-        if family in (socket.AF_INET, socket.AF_UNSPEC):
-            lookups.append((socket.AF_INET, self._resolver.a(host)))
-        if family in (socket.AF_INET6, socket.AF_UNSPEC):
-            lookups.append((socket.AF_INET6, self._resolver.aaaa(host)))
-        results = await asyncio.gather(*(lookup for _, lookup in lookups))
-        found: list[aiohttp.abc.ResolveResult] = [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": address_family,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for (address_family, _), result in zip(lookups, results, strict=True)
-            if result.status is Lookup.ANSWER
-            for address in result.records
-        ]
-        if not found:
-            said = [
-                f"{'A' if address_family == socket.AF_INET else 'AAAA'} {result.status.value}"
-                + (f" ({result.detail})" if result.detail else "")
-                for (address_family, _), result in zip(lookups, results, strict=True)
-            ]
-            raise PolicyHostUnresolved(host, "; ".join(said) or "no address family asked")
-        return found
-
-    async def close(self) -> None:
-        """Nothing to release: the engine's resolver outlives this one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +372,7 @@ class MtaStsResolver:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                resolver=_DnsResolver(self._resolver),
+                resolver=dns_http.HttpResolver(self._resolver),
                 use_dns_cache=False,  # the engine's resolver caches, by TTL
                 ssl=self._ssl,
                 force_close=True,  # one fetch per domain per max_age: nothing worth keeping

@@ -46,10 +46,11 @@ from typing import Final, assert_never
 
 import aiohttp
 
+from delivery.dns import http as dns_http
 from delivery.dns import resolver as dns_resolver
 from delivery.dns.result import Lookup
 from delivery.errors import DeliveryError
-from delivery.policy import mtasts_fetch, tlsrpt, tlsrpt_store
+from delivery.policy import tlsrpt, tlsrpt_store
 from delivery.smtp import tls as smtp_tls
 
 __all__ = [
@@ -202,7 +203,7 @@ async def post_report(
         return PostResult(False, f"{where}: the CA file {ca_file} cannot be used: {exc}")
     connector = aiohttp.TCPConnector(
         # The MTA-STS fetcher's adapter: our resolver, never the system's (DESIGN §5 step 1).
-        resolver=mtasts_fetch._DnsResolver(resolver),
+        resolver=dns_http.HttpResolver(resolver),
         use_dns_cache=False,  # the engine's resolver caches, by TTL
         ssl=context,
         force_close=True,  # one POST per rua per day: nothing worth keeping open
