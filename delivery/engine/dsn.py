@@ -15,7 +15,8 @@ Which DSN (RFC 3461 §4.1, §5.2):
     next hop advertised DSN        none from us: it got NOTIFY and reports from there
 
 The message: multipart/report; report-type=delivery-status (RFC 6522) with
-    1. text/plain for the sender: each recipient, its status and the reason;
+    1. text/plain for the sender: each recipient, its status and the reason
+       (`Outcome.for_sender`: the operator's rule references left out);
     2. message/delivery-status: Reporting-MTA, Original-Envelope-Id (ENVID),
        Arrival-Date; per recipient Original-Recipient (ORCPT), Final-Recipient,
        Action, Status, Remote-MTA, Diagnostic-Code, Last-Attempt-Date and, for
@@ -141,7 +142,9 @@ class RecipientReport:
     """One recipient's lines in a DSN.
 
     ``orcpt`` is the ORCPT parameter as received (``addr-type;xtext``), ``None``
-    when absent. Times are epoch ms; ``will_retry_until`` only for delayed.
+    when absent. ``reason`` is shown to the sender: plain words, no internal
+    references (`Outcome.for_sender`). Times are epoch ms; ``will_retry_until``
+    only for delayed.
     """
 
     address: str
@@ -165,13 +168,13 @@ class RecipientReport:
         last_attempt_at: int | None,
         will_retry_until: int | None = None,
     ) -> RecipientReport:
-        """The report of a queued recipient from its last outcome."""
+        """The report of a queued recipient from its last outcome (its sender-facing reason)."""
         return cls(
             address=recipient.address,
             orcpt=recipient.orcpt,
             action=action,
             status=outcome.status,
-            reason=outcome.reason,
+            reason=outcome.for_sender(),
             remote_host=outcome.remote_host,
             remote_reply=outcome.remote_reply,
             last_attempt_at=last_attempt_at,

@@ -87,7 +87,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What happened to a recipient, as recorded and reported (STYLE §5)."""
+    """What happened to a recipient, as recorded and reported (STYLE §5).
+
+    ``reason`` is for operators (logs, ``last_status``): it ends with the rule of this
+    module that decided the disposition, e.g. "(rule 4)". ``sender_reason`` is the same
+    account without that internal reference, for the people a DSN goes to; empty when
+    ``reason`` has none (`for_sender` picks).
+    """
 
     action: Literal["delivered", "delayed", "failed"]  # RFC 3464 action
     status: str  # RFC 3463, e.g. "4.7.5"
@@ -96,6 +102,16 @@ class Outcome:
     remote_ip: str | None  # address actually connected to, or None
     remote_reply: str | None  # the server's own text, verbatim
     reason: str  # our sentence: names the host, the policy, the step
+    sender_reason: str = ""  # the reason without our rule references; "" = reason
+
+    def for_sender(self) -> str:
+        """The reason as a DSN tells the sender: without references to our rules.
+
+        >>> Outcome("delayed", "4.4.1", LastError.CONNECTION, None, None, None,
+        ...         "x refused; try later (rule 4)", "x refused").for_sender()
+        'x refused'
+        """
+        return self.sender_reason or self.reason
 
 
 class Disposition(enum.Enum):
@@ -262,7 +278,7 @@ def make_outcome(failure: Failure, decision: Decision, /) -> Outcome:
 
     A bounce is ``failed`` with a class 5 status, anything else ``delayed`` with
     class 4: a 5xx greeting deferred under rule 4 reports 4.x.x, as Postfix does.
-    The reason ends with the rule applied.
+    The reason ends with the rule applied; the sender's reason is the failure's alone.
     """
     bounce = decision.disposition is Disposition.BOUNCE
     status = ("5" if bounce else "4") + failure.status[1:]
@@ -274,6 +290,7 @@ def make_outcome(failure: Failure, decision: Decision, /) -> Outcome:
         remote_ip=failure.remote_ip,
         remote_reply=failure.remote_reply,
         reason=f"{failure.reason}; {decision.why}",
+        sender_reason=failure.reason,
     )
 
 
@@ -293,6 +310,7 @@ def expired(last: Outcome, /, *, reason: str) -> Outcome:
         remote_ip=last.remote_ip,
         remote_reply=last.remote_reply,
         reason=f"{reason}; last problem: {last.reason}",
+        sender_reason=f"{reason}; last problem: {last.for_sender()}",
     )
 
 

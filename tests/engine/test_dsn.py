@@ -345,3 +345,46 @@ def test_report_of_a_queued_recipient_and_its_outcome() -> None:
     assert delayed.reason.startswith("connecting to mx1.example.com[192.0.2.7] was refused")
     assert (delayed.remote_host, delayed.remote_reply) == ("mx1.example.com", None)
     assert (delayed.will_retry_until, failed.will_retry_until) == (T0 + 1, None)
+
+
+def test_the_sender_reads_what_happened_without_our_rule_numbers() -> None:
+    rcpt = model.QueuedRecipient(
+        id=7, message_id="m", address="a@example.com", domain="example.com",
+        status=model.RecipientStatus.SCHEDULED, due=T0, retry_num=3, notify_num=0,
+        notify_due=None, expires_at=None, max_attempts=5, queue="remote", schedule="remote",
+        last_error=LastError.NONE, last_status="", notify=frozenset(), orcpt=None,
+        lease_owner=None, lease_until=None,
+    )  # fmt: skip
+    refused = outcome.reply_failure(
+        outcome.Stage.RCPT, 550, "5.1.1 no such user", remote_host="mx1.example.com",
+        remote_ip="192.0.2.7",
+    )  # fmt: skip
+    bounced = outcome.make_outcome(refused, outcome.decide(refused, final_host=True))
+    busy = outcome.reply_failure(
+        outcome.Stage.RCPT, 451, "4.3.0 later", remote_host="mx1.example.com", remote_ip=None
+    )
+    expired = outcome.expired(
+        outcome.make_outcome(busy, outcome.decide(busy, final_host=True)),
+        reason="gave up after 5 attempts",
+    )
+    assert "(rule 6)" in bounced.reason and "(rule 6)" in expired.reason  # for operators
+
+    reports = [
+        dsn.RecipientReport.of(rcpt, bounced, DsnAction.FAILED, last_attempt_at=T0),
+        dsn.RecipientReport.of(
+            dataclasses.replace(rcpt, id=8, address="b@example.com"),
+            expired,
+            DsnAction.FAILED,
+            last_attempt_at=T0,
+        ),
+    ]
+    _, parsed = parse(queued(), reports)
+    human, blocks, _ = parts(parsed)
+
+    assert "rule" not in human
+    assert "mx1.example.com[192.0.2.7] said: 550 5.1.1 no such user (in reply to RCPT TO)" in human
+    assert (
+        "gave up after 5 attempts; last problem: mx1.example.com said: 451 4.3.0 later "
+        "(in reply to RCPT TO)" in human
+    )
+    assert fields(blocks[1])["Diagnostic-Code"] == "smtp; 550 5.1.1 no such user"

@@ -74,6 +74,14 @@ async def test_failure_dsn(make_lab: MakeLab, make_engine: MakeEngine) -> None:
     assert parsed["Auto-Submitted"] == "auto-replied"
     original = list(parsed.iter_parts())[-1]
     assert original.get_content_type() == "message/rfc822"  # RET=FULL
+    # The sender reads what the server said; the rule that bounced it is for operators.
+    human = next(p for p in parsed.iter_parts() if p.get_content_type() == "text/plain")
+    assert "550 5.1.1 no such user" in str(human.get_content())
+    assert "rule" not in str(human.get_content())
+    [settled] = [s for s in world.worker.settled if s.address == "bob@bounce.test"]
+    assert settled.outcome.reason.endswith("(rule 6)")
+    [stored] = await world.recipients(world.sent[0])
+    assert stored.last_status.endswith("(rule 6)")
 
 
 async def test_delay_dsn_at_the_notify_time(make_lab: MakeLab, make_engine: MakeEngine) -> None:
