@@ -17,8 +17,10 @@ After an attempt (`settle`, pure):
     failed      FAILED with a failure DSN
     delayed     the ``schedule`` expression is evaluated again (retry_num and last_error
                 updated); expired (TTL or attempts) -> FAILED with a failure DSN naming the
-                last problem; else due again after the schedule's next retry interval (the
-                last repeats), and a delay DSN when a ``notify`` time has passed
+                last problem; else a delay DSN when a ``notify`` time has passed (one for
+                all that passed), and due again after the schedule's next retry interval
+                (the last repeats), or at the next ``notify`` time if that comes first and
+                the sender is to get a delay DSN (see Delay DSNs)
     DSNs go to the envelope sender with a null return path and source ``dsn``, scheduled by
     the ``schedule`` expression; never for a null sender, nor against NOTIFY (dsn.py).
 
@@ -41,7 +43,20 @@ Limits:
     owner must be unique among processes sharing a queue, and stable across restarts.
     Recipients whose virtual queue no longer exists are leased only when every configured
     queue has spare capacity, and run under the built-in default concurrency.
-    A delay DSN goes out with the first attempt that ends after its ``notify`` time.
+
+Delay DSNs:
+    A delay DSN goes out with an attempt, at the ``notify`` time: a recipient is due at
+    its next retry or its next notify time, whichever comes first; at the notify time it
+    is attempted like at a retry, and if it is still delayed the DSN reports that fresh
+    failure. This is Postfix's pairing (a delay warning is only ever sent after a delivery
+    attempt, qmgr_active_done) with Stalwart's timing (its queue wakes at the earlier of
+    the retry and notify times, so a notice is never a retry interval late: over 4 hours
+    with the default schedule). Stalwart sends the notice without an attempt, from the
+    last status; we attempt, because the notice should say what is true now, and none
+    should go out for mail that can be delivered now. The cost is at most one attempt per
+    notify time (one with the default schedule), which counts toward an ``Attempts``
+    expiry and restarts the retry interval. No wake-up for a notice nobody will get (null
+    sender, NOTIFY without DELAY).
 """
 
 from __future__ import annotations
@@ -215,14 +230,20 @@ def settle(
     notify_time = timing.notify_at(plan, received_at=received_at, notify_num=notify_num)
     if notify_time is not None and now >= notify_time:
         action = dsn.dsn_action("delayed", sender=sender, notify=notify)
-        notify_num += 1
+        while notify_time is not None and now >= notify_time:  # one notice for all passed
+            notify_num += 1
+            notify_time = timing.notify_at(plan, received_at=received_at, notify_num=notify_num)
+    due = timing.next_attempt_at(plan, received_at=received_at, attempts=attempts, now=now)
+    wanted = dsn.dsn_action("delayed", sender=sender, notify=notify) is not None
+    if notify_time is not None and wanted:
+        due = min(due, notify_time)  # the next notice is not a retry interval late
     chosen = schedule.value
     update = dataclasses.replace(
         base,
         status=model.RecipientStatus.SCHEDULED,
-        due=timing.next_attempt_at(plan, received_at=received_at, attempts=attempts, now=now),
+        due=due,
         notify_num=notify_num,
-        notify_due=timing.notify_at(plan, received_at=received_at, notify_num=notify_num),
+        notify_due=notify_time,
         queue=chosen.queue,
         schedule=schedule.name,
         expires_at=timing.deadline(plan.expiry, received_at=received_at),

@@ -99,6 +99,26 @@ async def test_delay_dsn_at_the_notify_time(make_lab: MakeLab, make_engine: Make
     assert settled[0].dsn is None and settled[1].dsn is not None  # at the 2nd attempt (age >= 1s)
 
 
+async def test_a_delay_dsn_goes_out_at_the_notify_time_not_at_the_next_retry(
+    make_lab: MakeLab, make_engine: MakeEngine
+) -> None:
+    lab = await make_lab(world_of(slow_test={"replies": {"rcpt": {"*": "450 4.2.1 busy"}}}))
+    world = await make_engine(lab)
+    await world.update("MtaDeliverySchedule", "remote", retry=["30s"], notify=["2s"])
+    message_id = await world.send(SENDER, ["bob@slow.test"])
+    [received] = await dsns(lab)  # within 10 s: long before the retry 30 s after the first
+    _, _, per_recipient = delivery_status(received)
+    assert (per_recipient["Action"], per_recipient["Status"]) == ("delayed", "4.2.1")
+    message = await world.store.get_message(message_id)
+    assert message is not None
+    first, second = [s for s in world.worker.settled if s.address == "bob@slow.test"]
+    assert first.dsn is None and first.due == message.received_at + 2000  # woken for the notice
+    # ... where it is attempted again, and the notice reports that fresh failure.
+    assert second.dsn is not None and second.at >= message.received_at + 2000
+    assert second.due == second.at + 30_000  # no notice left: the next retry
+    assert len(lab.mx("mx1.slow.test").sessions) == 2
+
+
 async def test_relayed_dsn_when_success_was_asked_and_the_next_hop_has_no_dsn(
     make_lab: MakeLab, make_engine: MakeEngine
 ) -> None:

@@ -15,6 +15,7 @@ from tests.plugins.harness import MakeLab
 
 T0 = 1_700_000_000_000
 MINUTE, DAY = 60_000, 86_400_000
+HOUR = 60 * MINUTE
 SNAPSHOT = make_snapshot(
     objects=[
         (
@@ -26,11 +27,22 @@ SNAPSHOT = make_snapshot(
                 "notify": [],
                 "expiry": {"@type": "Attempts", "maxAttempts": 3},
             },
-        )
+        ),
+        (
+            "MtaDeliverySchedule",
+            {
+                "name": "notify-often",
+                "queue": "remote",
+                "retry": [MINUTE],
+                "notify": [HOUR, 2 * HOUR, DAY],
+                "expiry": {"@type": "Ttl", "expire": 3 * DAY},
+            },
+        ),
     ]
 )
 SUCCESS = frozenset({model.Notify.SUCCESS})
 NEVER = frozenset({model.Notify.NEVER})
+FAILURE_ONLY = frozenset({model.Notify.FAILURE})
 
 
 def lease(*, sender: str = "a@sender.test", **recipient: object) -> model.Lease:
@@ -195,6 +207,54 @@ CASES = [  # (label, lease, outcome, schedule, handoff, now, status, due, dsn, n
         T0 + DAY + 15 * MINUTE,
         dsn.DsnAction.DELAYED,
         1,
+    ),
+    (
+        "the notify time comes before the next retry: due then",
+        lease(retry_num=7),
+        DELAYED,
+        "remote",
+        dsn.Handoff.RELAY,
+        T0 + 4 * HOUR,
+        "scheduled",
+        T0 + DAY,  # not T0 + 28h, the next retry (24h after this 8th attempt)
+        None,
+        0,
+    ),
+    (
+        "no wake-up for a notice the sender did not ask for",
+        lease(retry_num=7, notify=FAILURE_ONLY),
+        DELAYED,
+        "remote",
+        dsn.Handoff.RELAY,
+        T0 + 4 * HOUR,
+        "scheduled",
+        T0 + 28 * HOUR,
+        None,
+        0,
+    ),
+    (
+        "no wake-up for a notice to the null sender",
+        lease(retry_num=7, sender=""),
+        DELAYED,
+        "remote",
+        dsn.Handoff.RELAY,
+        T0 + 4 * HOUR,
+        "scheduled",
+        T0 + 28 * HOUR,
+        None,
+        0,
+    ),
+    (
+        "notify times that passed unseen give one notice",
+        lease(schedule="notify-often"),
+        DELAYED,
+        "notify-often",
+        dsn.Handoff.RELAY,
+        T0 + 2 * HOUR + 1,
+        "scheduled",
+        T0 + 2 * HOUR + 1 + MINUTE,
+        dsn.DsnAction.DELAYED,
+        2,
     ),
     (
         "TTL passed: expired",
