@@ -5,6 +5,9 @@ Modules (import the module, not its names):
     esmtp    EHLO extensions, `Envelope`/`Recipient`, MAIL/RCPT parameters (pure)
     data     `prepare_data`: CRLF normalisation and dot-stuffing, smuggling-proof (pure)
     tls      cached PKIX / unverified client contexts, `peer_chain`, `tls_info`
-    session  `SmtpSession`: connect, EHLO, STARTTLS, pipelined transaction, RSET, QUIT
+    session  `SmtpSession`: connect (plain or implicit TLS), EHLO, STARTTLS, AUTH PLAIN/LOGIN
+             (inside TLS only), pipelined transaction, RSET, QUIT
+    server   `ServerDialogue`: the sans-I/O SMTP server core of the submission listener and
+             of the harness receivers
     errors   the classified `AttemptError`s each step raises
 """

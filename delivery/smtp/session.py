@@ -281,6 +281,19 @@ class _Wire(asyncio.Protocol):
             raise ConnectionResetError("the server closed the connection")
 
 
+def _handshake_fault(exc: BaseException) -> str:
+    """What broke a TLS handshake, in words even when the exception carries none.
+
+    >>> _handshake_fault(ConnectionResetError()), _handshake_fault(ssl.SSLError(1, "bad mac"))
+    ('the server closed the connection (ConnectionResetError)', 'bad mac')
+    """
+    if text := str(exc):
+        return text
+    if isinstance(exc, ConnectionError | EOFError):
+        return f"the server closed the connection ({type(exc).__name__})"
+    return type(exc).__name__
+
+
 def _seconds(ms: int) -> str:
     return f"{ms / 1000:g}s"
 
@@ -879,7 +892,7 @@ class SmtpSession:
             )
             message = f"{self._peer} {reason}"
         else:
-            message = f"TLS handshake with {self._peer} failed: {exc}"
+            message = f"TLS handshake with {self._peer} failed: {_handshake_fault(exc)}"
         return HandshakeFailed(self.server_name, self.remote_ip, phase, message)
 
     async def _auth_step(self, line: str) -> Reply:

@@ -136,6 +136,7 @@ async def test_broken_handshake_is_handshake_failed(
         )
     assert (caught.value.kind, caught.value.phase) == (LastError.TLS, "starttls")
     assert f"{MX_NAME}[{MX_IP}]" in str(caught.value)
+    assert not str(caught.value).rstrip().endswith("failed:"), "the reason names the fault"
     assert session.closed
 
 
