@@ -8,15 +8,21 @@ Inputs:
     TlsStrategyView   the chosen MtaTlsStrategy (startTls, allowInvalidCerts)
     PolicyInputs      what the domain and message require: an MTA-STS `enforce` policy that lists
                       this host, usable DANE TLSA records, a secure TLSA RRset with only
-                      unusable records (TLS without authentication), REQUIRETLS on the message
+                      unusable records (TLS without authentication), REQUIRETLS on the message;
+                      and what could authenticate the host for REQUIRETLS: usable DANE records,
+                      an MTA-STS policy in force (enforce or testing) that lists it, or a relay
+                      the operator configured (its name comes from our settings, not from DNS)
 
 Outcomes (`plan_host`):
     HostTlsPlan.tls == REQUIRED        clear text is never used with this host
     HostTlsPlan.tls == OPPORTUNISTIC   STARTTLS when offered, clear text when not
     HostTlsPlan.tls == OFF             no STARTTLS at all (startTls: disable, no policy)
     HostTlsPlan.refusal is not None    no session can satisfy the plan: the host fails
-                                       (temporarily) before connecting, e.g. `disable` while a
-                                       policy requires TLS. No policy is silently overridden.
+                                       before connecting, e.g. `disable` while a policy
+                                       requires TLS (temporarily: no policy is silently
+                                       overridden), or a REQUIRETLS message for a host that
+                                       nothing can authenticate (``refusal_permanent`` when that
+                                       rests on definite answers, RFC 8689 §4.2.1: 5.7.10)
 
 Reactions (`react`), per event:
     NO_STARTTLS        REQUIRED -> FAIL_HOST; OPPORTUNISTIC -> CONTINUE_CLEAR
@@ -28,8 +34,10 @@ Reactions (`react`), per event:
 
 Security:
     The only paths to clear text are OFF, and OPPORTUNISTIC's CONTINUE_CLEAR / RECONNECT_CLEAR;
-    OPPORTUNISTIC is only ever planned when nothing requires TLS. MTA-STS enforce and DANE
-    override allowInvalidCerts (the certificate is always checked, by PKIX or by DANE).
+    OPPORTUNISTIC is only ever planned when nothing requires TLS. MTA-STS enforce, DANE and
+    REQUIRETLS override allowInvalidCerts (the certificate is always checked, by PKIX or by
+    DANE). A REQUIRETLS message is planned only for a host one of DANE, MTA-STS or the
+    operator's relay route authenticates (RFC 8689 §4.2.1): never for a host DNS alone named.
 
 Standards: RFC 3207 (STARTTLS), RFC 7672 §2.2 (DANE: TLS mandatory, no PKIX), RFC 8461 §5
 (MTA-STS enforce), RFC 8689 (REQUIRETLS).
@@ -93,6 +101,13 @@ class PolicyInputs:
         TLS is mandatory, without authentication (RFC 7672 §2.2, as Postfix's `dane` level).
     :param requiretls: the message carries REQUIRETLS (RFC 8689).
     :param policy_domain: the recipient domain whose policies these are, for messages.
+    :param mta_sts_listed: an MTA-STS policy in force (enforce or testing) lists this host: a
+        certificate PKIX-valid for its name authenticates it (REQUIRETLS, RFC 8689 §4.2.1).
+    :param trusted_relay: the host is the relay of a Relay route: its name comes from the
+        operator's settings, so a certificate PKIX-valid for it authenticates it (REQUIRETLS).
+    :param authentication_unknown: whether the host could be authenticated is not known for
+        now (the MTA-STS policy could not be fetched, the resolver does not validate DNSSEC):
+        a REQUIRETLS refusal is then temporary, never a bounce.
     """
 
     mta_sts_enforce: bool = False
@@ -100,6 +115,14 @@ class PolicyInputs:
     dane_tls_only: bool = False
     requiretls: bool = False
     policy_domain: str = ""
+    mta_sts_listed: bool = False
+    trusted_relay: bool = False
+    authentication_unknown: bool = False
+
+    @property
+    def authenticated_name(self) -> bool:
+        """A PKIX certificate for the host name authenticates the host (MTA-STS or relay)."""
+        return self.mta_sts_enforce or self.mta_sts_listed or self.trusted_relay
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +135,9 @@ class HostTlsPlan:
     """Sentences naming each reason TLS is required; empty unless tls is REQUIRED."""
     refusal: str | None = None
     """Set when no session can satisfy the plan: the host must fail without connecting."""
+    refusal_permanent: bool = False
+    """The refusal rests on definite answers (a REQUIRETLS message, and the host publishes
+    nothing that authenticates it): it holds until the domain changes its DNS or policy."""
 
     @property
     def clear_fallback(self) -> bool:
@@ -134,16 +160,43 @@ class Reaction(enum.Enum):
 def plan_host(strategy: TlsStrategyView, policy: PolicyInputs, /) -> HostTlsPlan:
     """plan_host - the TLS plan for one host under ``strategy`` and ``policy``."""
     required_by = _requirements(strategy, policy)
+    # PKIX is owed whatever allowInvalidCerts says: MTA-STS enforce (RFC 8461 §4.2), and a
+    # REQUIRETLS message to a host authenticated by its name (RFC 8689 §4.2.1).
+    pkix_owed = policy.mta_sts_enforce or (policy.requiretls and policy.authenticated_name)
     if policy.dane_usable:
         verification = Verification.DANE
-    elif policy.mta_sts_enforce or not strategy.allow_invalid_certs:
+    elif pkix_owed or not strategy.allow_invalid_certs:
         verification = Verification.PKIX
     else:
         verification = Verification.NONE
-    if policy.dane_tls_only and not policy.mta_sts_enforce:
-        # Unusable TLSA records: encryption is owed, but there is nothing to authenticate with;
-        # PKIX would refuse the self-signed certificates such hosts often have (RFC 7672 §2.2).
+    if policy.dane_tls_only and verification is not Verification.DANE and not pkix_owed:
+        # Unusable TLSA records: encryption is owed, but there is nothing to authenticate
+        # with; PKIX would refuse the self-signed certificates such hosts often have (RFC
+        # 7672 §2.2).
         verification = Verification.NONE
+
+    if policy.requiretls and not (policy.dane_usable or policy.authenticated_name):
+        # RFC 8689 §4.2.1: the next hop must be authenticated, by DANE or by PKIX for a name
+        # that MTA-STS (or our own settings) vouch for; a name from an unsigned MX record
+        # authenticates nothing. Checked first: no strategy can make such a host acceptable.
+        domain = policy.policy_domain or "the recipient domain"
+        why = (
+            "it may be once its MTA-STS policy or DNSSEC status is known"
+            if policy.authentication_unknown
+            else f"{domain} publishes no usable DANE TLSA records for it and no MTA-STS "
+            "policy that lists it"
+        )
+        refusal = (
+            "the message requires TLS to an authenticated host (REQUIRETLS, RFC 8689), and "
+            f"nothing authenticates this host: {why}"
+        )
+        return HostTlsPlan(
+            TlsMode.REQUIRED,
+            verification,
+            required_by,
+            refusal,
+            refusal_permanent=not policy.authentication_unknown,
+        )
 
     match strategy.start_tls:
         case "disable":
@@ -177,7 +230,15 @@ def _requirements(strategy: TlsStrategyView, policy: PolicyInputs) -> tuple[str,
             f"the host's signed TLSA records (none usable) require TLS (RFC 7672, for {domain})"
         )
     if policy.requiretls:
-        reasons.append("the message requires TLS (REQUIRETLS, RFC 8689)")
+        if policy.dane_usable:
+            how = "authenticated by DANE"
+        elif policy.mta_sts_enforce or policy.mta_sts_listed:
+            how = f"authenticated by PKIX for a host the MTA-STS policy of {domain} lists"
+        elif policy.trusted_relay:
+            how = "authenticated by PKIX for the relay's configured name"
+        else:
+            how = "authenticated"
+        reasons.append(f"the message requires TLS (REQUIRETLS, RFC 8689), {how}")
     return tuple(reasons)
 
 
