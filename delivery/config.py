@@ -1,7 +1,8 @@
 """Daemon settings: the TOML settings file, environment overrides, validated into one model.
 
 The settings file holds what is not a managed object (DESIGN §6): hostname, store, API listener
-and tokens, submission listener, resolver, local domains, SMTP port and extra trust anchors.
+and tokens, submission listener, resolver, local domains, SMTP port, extra trust anchors and who
+signs TLS reports.
 Managed objects (strategies, routes, schedules...) live in the store and change through the API.
 
 Sources, later ones win:
@@ -35,14 +36,17 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from delivery import durations
+from delivery.dns import names
 from delivery.errors import ConfigError
 from delivery.submit import defaults as submit_defaults
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "DEFAULT_DNSSEC_PROBE",
     "ENV_PREFIX",
     "ApiToken",
     "Settings",
+    "TlsRptSettings",
     "host_port",
     "load",
     "resolv_conf_nameservers",
@@ -54,6 +58,9 @@ ENV_PREFIX = "DELIVERY_"
 DEFAULT_DATA_DIR = "delivery-data"
 RESOLV_CONF = "/etc/resolv.conf"
 SQLITE_SCHEME = "sqlite://"
+DEFAULT_DNSSEC_PROBE = "."
+"""The name whose SOA answer must carry AD for the resolver to count as validating: the root,
+signed since 2010, which every validating resolver can check (Postfix's ``dnssec_probe``)."""
 
 
 def sqlite_path(url: str, /) -> Path:
@@ -202,6 +209,17 @@ class DnsSettings(_Section):
     """Resolvers as host:port; empty means the nameservers of /etc/resolv.conf."""
     timeout_ms: int = Field(default=5000, alias="timeout", gt=0)
     dnssec: Literal["trust-ad", "off"] = "trust-ad"
+    dnssec_probe: str = DEFAULT_DNSSEC_PROBE
+    """A DNSSEC-signed name the resolver must answer with AD for DANE to be used (checked at
+    start and every minute); change it only for a resolver that cannot reach the root."""
+
+    @field_validator("dnssec_probe")
+    @classmethod
+    def _probe_name(cls, value: str) -> str:
+        try:
+            return names.normalize_name(value)
+        except names.InvalidName as exc:
+            raise ValueError(str(exc)) from exc
 
     @field_validator("nameservers")
     @classmethod
@@ -239,6 +257,27 @@ class TlsSettings(_Section):
     ca_file: str | None = None
 
 
+class TlsRptSettings(_Section):
+    """Who signs the daily TLS reports (RFC 8460 §4.4) and whether they are made at all."""
+
+    enabled: bool = True
+    """Record TLS session results and send the daily reports to domains that ask for them."""
+    organization: str | None = Field(default=None, min_length=1)
+    """The report's organization-name; None: the ``hostname`` setting."""
+    contact: str | None = None
+    """The report's contact-info and the From of report mails; None: tlsrpt-noreply@hostname."""
+
+    @field_validator("contact")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        local, at, domain = (value or "").rpartition("@")
+        if value is not None and (
+            not at or not local or not domain or any(c.isspace() or c in "<>" for c in value)
+        ):
+            raise ValueError("must be a mail address such as tlsrpt@example.org")
+        return value
+
+
 class Settings(_Section):
     """Every daemon setting (DESIGN §6), validated and frozen."""
 
@@ -250,6 +289,7 @@ class Settings(_Section):
     local: LocalSettings = LocalSettings()
     smtp: SmtpSettings = SmtpSettings()
     tls: TlsSettings = TlsSettings()
+    tlsrpt: TlsRptSettings = TlsRptSettings()
     source: str = Field(default="embedded defaults", exclude=True)
     """Where the settings came from, for logs: the file path or "embedded defaults"."""
 

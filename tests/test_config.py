@@ -189,3 +189,43 @@ def test_resolv_conf_is_only_the_fallback(tmp_path: Path) -> None:
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("# comment\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\n")
     assert config.resolv_conf_nameservers(str(resolv)) == ["127.0.0.53:53", "[::1]:53"]
+
+
+def test_dnssec_probe_and_tls_reports_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    defaults = config.load(environ={})
+    assert defaults.dns.dnssec_probe == "."  # the root: signed, checkable by any validator
+    assert defaults.tlsrpt.enabled
+    assert defaults.tlsrpt.organization is None and defaults.tlsrpt.contact is None
+    settings = config.load(
+        write(
+            tmp_path,
+            '[dns]\ndnssec_probe = "Signed.Example"\n'
+            '[tlsrpt]\nenabled = false\norganization = "Example Mail"\n'
+            'contact = "tlsrpt@example.org"\n',
+        ),
+        environ={"DELIVERY_TLSRPT_ORGANIZATION": "Example Ops"},
+    )
+    assert settings.dns.dnssec_probe == "signed.example."
+    assert not settings.tlsrpt.enabled
+    assert settings.tlsrpt.organization == "Example Ops"
+    assert settings.tlsrpt.contact == "tlsrpt@example.org"
+
+
+@pytest.mark.parametrize(
+    ("environ", "field", "words"),
+    [
+        ({"DELIVERY_DNS_DNSSEC_PROBE": "a..b"}, "dns.dnssec_probe", "invalid domain name"),
+        ({"DELIVERY_TLSRPT_CONTACT": "nobody"}, "tlsrpt.contact", "mail address"),
+        ({"DELIVERY_TLSRPT_CONTACT": "a <b@c>"}, "tlsrpt.contact", "mail address"),
+    ],
+)
+def test_bad_probe_name_or_contact_names_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], field: str, words: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        config.load(environ=environ)
+    assert caught.value.field == field and words in caught.value.reason
