@@ -25,8 +25,12 @@ The rules, after Postfix's smtp_trouble.c, and why:
        never bounces: next host, else defer until the recipient expires. A fixed
        policy or a passing attack must not bounce mail (DESIGN §5.4).
     2. A required policy that does not exist (no MTA-STS policy under
-       ``mtaSts: require``, no usable TLSA under ``dane: require``) is a definite
-       answer: bounce (after trying the other hosts, for a per-host TLSA answer).
+       ``mtaSts: require``, no usable TLSA under ``dane: require``), and a
+       REQUIRETLS message no host can take (none is authenticated by DANE or
+       MTA-STS: 5.7.10; the authenticated one lacks REQUIRETLS: 5.7.30, RFC 8689
+       §5) is a definite answer: bounce. For a per-host answer, only once every
+       host was tried and each failed so: a host that failed in a way that may
+       pass (a timeout, a TLSA SERVFAIL) makes it a deferral instead.
     3. DOMAIN scope (no host yet): a definite DNS answer bounces (null MX RFC 7505
        5.1.10, no such domain or no MX and no address 5.1.2, MX hosts without
        addresses 5.4.4); a DNS temporary failure defers (4.4.3).
@@ -237,11 +241,20 @@ class Decision:
     why: str
 
 
-def decide(failure: Failure, /, *, final_host: bool) -> Decision:
+def decide(failure: Failure, /, *, final_host: bool, others_transient: bool = False) -> Decision:
     """decide - what to do about a failure (the rules of the module docstring).
 
     :param final_host: no other candidate host is left for these recipients.
         Ignored for DOMAIN scope, where no host was chosen.
+    :param others_transient: another host already tried for these recipients in
+        this attempt failed in a way that may pass (anything but a policy
+        absence): a per-host policy absence then defers rather than bounces.
+
+    >>> absent = policy_absent(LastError.DANE, "no TLSA", remote_host="mx1.test")
+    >>> decide(absent, final_host=True).disposition.value
+    'bounce'
+    >>> decide(absent, final_host=True, others_transient=True).disposition.value
+    'defer'
     """
     hosts_left = not final_host and failure.scope is not Scope.DOMAIN
     skip = Disposition.TRY_NEXT_HOST if hosts_left else Disposition.DEFER
@@ -249,9 +262,14 @@ def decide(failure: Failure, /, *, final_host: bool) -> Decision:
         case Cause.POLICY_VIOLATION:
             return Decision(skip, "a TLS policy violation is never permanent (rule 1)")
         case Cause.POLICY_ABSENT:
-            if hosts_left and failure.scope is Scope.SITE:
-                return Decision(skip, "another host may satisfy the required policy (rule 2)")
-            return Decision(Disposition.BOUNCE, "a required TLS policy does not exist (rule 2)")
+            if failure.scope is Scope.SITE:
+                if hosts_left:
+                    return Decision(skip, "another host may satisfy the requirement (rule 2)")
+                if others_transient:
+                    return Decision(
+                        skip, "another host failed only for now and may satisfy it (rule 2)"
+                    )
+            return Decision(Disposition.BOUNCE, "no host can satisfy the requirement (rule 2)")
         case Cause.PROTOCOL:
             pass
         case _:
@@ -526,27 +544,34 @@ def policy_violation(
 
 
 def policy_absent(
-    kind: Literal[LastError.DANE, LastError.MTA_STS],
+    kind: Literal[LastError.TLS, LastError.DANE, LastError.MTA_STS],
     reason: str,
     /,
     *,
     remote_host: str | None = None,
+    remote_ip: str | None = None,
+    status: str = "5.7.4",
 ) -> Failure:
-    """policy_absent - a policy the TLS strategy requires does not exist (rule 2, 5.7.4).
+    """policy_absent - a requirement no answer of the domain can meet (rule 2).
 
     Only for definite answers: a lookup that failed is a `policy_violation` or a
     DNS temporary failure, never an absence.
 
-    :param remote_host: the MX host for a per-host TLSA answer; ``None`` for the
-        domain (no MTA-STS policy).
+    :param kind: ``mta-sts`` (no policy under ``mtaSts: require``), ``dane`` (no
+        usable TLSA under ``dane: require``), ``tls`` (a REQUIRETLS message).
+    :param remote_host: the host, for a per-host answer (TLSA records, REQUIRETLS);
+        ``None`` for the domain (no MTA-STS policy).
+    :param status: 5.7.4 for a missing policy; for REQUIRETLS 5.7.10 (no host
+        authenticated) or 5.7.30 (REQUIRETLS not offered), RFC 8689 §5.
     """
     return Failure(
         stage=Stage.HOST if remote_host else Stage.POLICY,
         scope=Scope.SITE if remote_host else Scope.DOMAIN,
         soft=False,
-        status="5.7.4",
+        status=status,
         kind=kind,
         reason=reason,
         cause=Cause.POLICY_ABSENT,
         remote_host=remote_host,
+        remote_ip=remote_ip,
     )

@@ -54,6 +54,16 @@ def absent(kind: Literal[LastError.DANE, LastError.MTA_STS], host: str | None) -
     )
 
 
+def requiretls(status: str) -> Failure:
+    return outcome.policy_absent(
+        LastError.TLS,
+        "the message requires TLS to an authenticated host (REQUIRETLS)",
+        remote_host="mx1.example",
+        remote_ip="192.0.2.1",
+        status=status,
+    )
+
+
 def route(problem: RouteProblem) -> Failure:
     return outcome.route_failure(problem, "example.com")
 
@@ -117,6 +127,9 @@ CASES: list[tuple[str, Failure, bool, Disposition]] = [
     ("no MTA-STS policy, hosts moot", absent(LastError.MTA_STS, None), MORE_HOSTS, BOUNCE),
     ("no usable TLSA, more MX left", absent(LastError.DANE, "mx1.example"), MORE_HOSTS, NEXT),
     ("no usable TLSA, final MX", absent(LastError.DANE, "mx1.example"), FINAL_HOST, BOUNCE),
+    ("REQUIRETLS, no host authenticated", requiretls("5.7.10"), FINAL_HOST, BOUNCE),
+    ("REQUIRETLS not offered, more MX left", requiretls("5.7.30"), MORE_HOSTS, NEXT),
+    ("REQUIRETLS not offered, final MX", requiretls("5.7.30"), FINAL_HOST, BOUNCE),
     # Rule 3: the domain itself.
     ("null MX", route(RouteProblem.NULL_MX), FINAL_HOST, BOUNCE),
     ("NXDOMAIN", route(RouteProblem.NO_SUCH_DOMAIN), FINAL_HOST, BOUNCE),
@@ -131,6 +144,27 @@ CASES: list[tuple[str, Failure, bool, Disposition]] = [
 )
 def test_decide(label: str, failure: Failure, final_host: bool, expected: Disposition) -> None:
     decision = outcome.decide(failure, final_host=final_host)
+    assert decision.disposition is expected, f"{label}: {decision.why}"
+
+
+# label, failure at the final host, an earlier host failed only for now, expected
+ACROSS_HOSTS: list[tuple[str, Failure, bool, Disposition]] = [
+    ("every host lacks usable TLSA", absent(LastError.DANE, "mx2.example"), False, BOUNCE),
+    ("one host's TLSA lookup failed", absent(LastError.DANE, "mx2.example"), True, DEFER),
+    ("REQUIRETLS: an earlier host timed out", requiretls("5.7.10"), True, DEFER),
+    ("domain-wide absence ignores hosts", absent(LastError.MTA_STS, None), True, BOUNCE),
+    ("a 5xx RCPT is the recipient's", reply(Stage.RCPT, 550), True, BOUNCE),
+    ("a violation stays temporary", violation(LastError.DANE), False, DEFER),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "failure", "transient", "expected"), ACROSS_HOSTS, ids=[c[0] for c in ACROSS_HOSTS]
+)
+def test_a_per_host_absence_bounces_only_when_every_host_said_so(
+    label: str, failure: Failure, transient: bool, expected: Disposition
+) -> None:
+    decision = outcome.decide(failure, final_host=True, others_transient=transient)
     assert decision.disposition is expected, f"{label}: {decision.why}"
 
 
@@ -162,6 +196,9 @@ OUTCOMES: list[tuple[str, Failure, tuple[str, str, LastError]]] = [
     ("DANE mismatch", violation(LastError.DANE), ("delayed", "4.7.5", LastError.DANE)),
     ("no MTA-STS policy",
      absent(LastError.MTA_STS, None), ("failed", "5.7.4", LastError.MTA_STS)),
+    ("REQUIRETLS, no authenticated host",
+     requiretls("5.7.10"), ("failed", "5.7.10", LastError.TLS)),
+    ("REQUIRETLS not offered", requiretls("5.7.30"), ("failed", "5.7.30", LastError.TLS)),
     ("null MX", route(RouteProblem.NULL_MX), ("failed", "5.1.10", DNS)),
     ("NXDOMAIN", route(RouteProblem.NO_SUCH_DOMAIN), ("failed", "5.1.2", DNS)),
     ("DNS TEMPFAIL", route(RouteProblem.TEMPFAIL), ("delayed", "4.4.3", DNS)),
