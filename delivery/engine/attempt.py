@@ -13,11 +13,20 @@ Routes:
     Local   a maildir under the data folder (engine/local.py)
 
 Per host address: the `connection` and `tls` expressions are evaluated for each pending
-recipient (host variables); recipients whose choices differ get sessions of their own. The
+recipient (host variables); recipients whose choices differ get sessions of their own. For
+each TLS strategy chosen, the domain's policies are looked up as its ``mtaSts`` and ``dane``
+modes say (DESIGN §5): the MTA-STS policy (`MtaStsResolver.policy_for`, once per attempt,
+within ``mtaStsTimeout``), then the host's TLSA records (`dane.tlsa_queries`, the MX and
+address answers' DNSSEC status, the daemon's DNSSEC probe); `planner.host_policy` turns them
+into the TLS plan's inputs, or into the failure that keeps the host from being tried. The
 session follows the host's `HostTlsPlan`: STARTTLS with a PKIX context (system trust store
-plus ``[tls] ca_file``) or an unverifying one, and `tls.react` on every TLS event. A failure is
-turned into an `outcome.Failure` and `outcome.decide` says whether the recipients it concerns
-go to the next address / host in this same attempt, wait for a retry, or bounce.
+plus ``[tls] ca_file``) for the MX name, or an unverifying one with the TLSA base name as SNI
+and `dane.verify` of the peer's chain after the handshake, before anything else is sent; and
+`tls.react` on every TLS event. A failure is turned into an `outcome.Failure` and
+`outcome.decide` says whether the recipients it concerns go to the next address / host in this
+same attempt, wait for a retry, or bounce (a per-host absence bounces only when every host
+tried said so). Each TLS session attempt with an MX host, and each host a policy refused,
+adds one TLS-RPT `SessionResult` to ``tls_results`` (`planner.session_result`).
 
 Outcomes:
     Every recipient of the job ends in `results` (its id -> `RecipientResult`) with an
@@ -28,29 +37,35 @@ Outcomes:
 
 Security:
     Clear text is never used with a host whose plan is REQUIRED: a session is only handed to
-    `_transfer` after `_secure` and the REQUIRED check before MAIL FROM both passed. Relay
+    `_transfer` after `_secure` (STARTTLS, and the DANE match for a DANE host) and the REQUIRED
+    check before MAIL FROM both passed. A policy lookup that failed fails the host or the
+    domain for now; it never plans the host as if no policy existed where one is required. Relay
     credentials are sent only inside TLS (`SmtpSession.auth` refuses otherwise), never logged.
     DNS answers and replies are untrusted: they are quoted in reasons, never interpreted
     beyond codes.
 
 Standards: RFC 5321 (§5.1 MX, §4.2 replies), RFC 3207 (STARTTLS), RFC 2033 (LMTP), RFC 4954
-(AUTH), RFC 4616 (PLAIN), RFC 8314 (implicit TLS), RFC 3461 (DSN parameters), RFC 8689.
-Limits: no connection reuse between attempts (each attempt opens its own sessions);
-MTA-STS and DANE are not looked up yet (`policy_inputs` is their seam).
+(AUTH), RFC 4616 (PLAIN), RFC 8314 (implicit TLS), RFC 3461 (DSN parameters), RFC 7672 (DANE),
+RFC 8461 (MTA-STS), RFC 8460 (TLS-RPT), RFC 8689 (REQUIRETLS).
+Limits: no connection reuse between attempts (each attempt opens its own sessions). A Relay
+route's relay is no MX host of the recipient domain: its MTA-STS policy is not consulted, DANE
+sees the relay as an insecure name (there is no way to mark a relay trusted yet), and TLS
+reports are not made about it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import ipaddress
 import logging
 import random
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, assert_never
+from typing import Literal, Protocol, assert_never
 
 from delivery import config, expr
 from delivery.dns import resolver as dns_resolver
@@ -58,6 +73,7 @@ from delivery.dns.result import DnsResult, Lookup
 from delivery.engine import dsn, local, outcome, planner
 from delivery.errors import ConfigError, DnsTempFail, LastError
 from delivery.expr import resolve as expr_resolve
+from delivery.policy import dane, mtasts, mtasts_fetch, tlsrpt
 from delivery.policy import tls as tls_policy
 from delivery.queue import model
 from delivery.registry import snapshot as registry
@@ -70,13 +86,13 @@ from delivery.smtp.reply import Reply
 __all__ = [
     "MAX_DNS_ANSWER_ITEMS",
     "Attempt",
+    "DnssecStatus",
     "Job",
     "RecipientResult",
     "Target",
     "TlsReport",
     "failure_of",
     "make_lookup",
-    "policy_inputs",
 ]
 
 log = logging.getLogger("delivery.engine")
@@ -140,13 +156,17 @@ class TlsReport:
 
     :param version: e.g. "TLSv1.3"; None for clear text.
     :param authenticated: how the peer was authenticated: "pkix" (certificate chain and name
-        verified), "none" (allowInvalidCerts: encrypted only). DANE and MTA-STS come later.
+        verified), "dane" (the chain matched the host's TLSA records, RFC 7672), "none"
+        (encrypted only: allowInvalidCerts, or TLSA records none of which is usable).
+    :param by: what else vouched, in words: the MTA-STS policy that lists the host (PKIX), the
+        TLSA record that matched (DANE); "" when nothing more.
     :param note: why the session is in clear text, or "" with TLS.
     """
 
     version: str | None
     cipher: str = ""
-    authenticated: Literal["none", "pkix"] = "none"
+    authenticated: Literal["none", "pkix", "dane"] = "none"
+    by: str = ""
     note: str = ""
 
     def describe(self) -> str:
@@ -154,17 +174,29 @@ class TlsReport:
 
         >>> TlsReport("TLSv1.3", "TLS_AES_256_GCM_SHA384", "pkix").describe()
         'TLSv1.3 TLS_AES_256_GCM_SHA384, certificate verified (PKIX)'
+        >>> TlsReport("TLSv1.3", "TLS_AES_256_GCM_SHA384", "dane", "TLSA 3 1 1").describe()
+        'TLSv1.3 TLS_AES_256_GCM_SHA384, certificate verified (DANE: TLSA 3 1 1)'
         >>> TlsReport(None, note="STARTTLS not offered").describe()
         'clear text (STARTTLS not offered)'
         """
         if self.version is None:
             return f"clear text ({self.note})" if self.note else "clear text"
-        how = (
-            "certificate verified (PKIX)"
-            if self.authenticated == "pkix"
-            else "certificate not verified"
-        )
+        match self.authenticated:
+            case "pkix":
+                how = "certificate verified (PKIX" + (f"; {self.by})" if self.by else ")")
+            case "dane":
+                how = "certificate verified (DANE" + (f": {self.by})" if self.by else ")")
+            case "none":
+                how = "certificate not verified"
         return f"{self.version} {self.cipher}, {how}"
+
+
+class DnssecStatus(Protocol):
+    """Whether the resolver validates DNSSEC: the daemon's probe (DESIGN §5 step 2)."""
+
+    async def validating(self) -> bool:
+        """True when AD can be believed; waits for the first probe to answer."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,17 +211,6 @@ class RecipientResult:
     """For a delivered recipient: who reports on it from now on (RFC 3461 §5.2)."""
     host: planner.HostPlan | None = None
     """The host plan of the session that decided it, for logs and explain."""
-
-
-def policy_inputs(
-    message: model.QueuedMessage, domain: str, host: str, /
-) -> tls_policy.PolicyInputs:
-    """policy_inputs - what the domain's policies and the message require of ``host``.
-
-    The one place the TLS policy inputs are built. Today only REQUIRETLS is known; the
-    MTA-STS (`mta_sts_enforce`) and DANE (`dane_usable`) lookups plug in here.
-    """
-    return tls_policy.PolicyInputs(requiretls=message.requiretls, policy_domain=domain)
 
 
 def make_lookup(resolver: dns_resolver.Resolver, /) -> expr_resolve.Lookup:
@@ -271,6 +292,20 @@ class _Candidate:
     host: str
     ip: str | None
     failure: outcome.Failure | None = None
+    answer: DnsResult[str] | None = None
+    """The A or AAAA answer ``ip`` came from (its DNSSEC status, for DANE); None for an IP
+    literal relay."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Pending recipients of one host address whose expressions chose the same strategies."""
+
+    connection: planner.Selection[registry.ConnectionStrategy]
+    local_ip: str
+    ehlo_name: str
+    tls: planner.Selection[registry.TlsStrategy]
+    targets: list[Target]
 
 
 class Attempt:
@@ -278,8 +313,12 @@ class Attempt:
 
     :param settings: the daemon settings (hostname, SMTP port, CA file, data folder).
     :param snapshot: the registry snapshot the whole attempt reads.
+    :param mta_sts: the daemon's MTA-STS resolver (policies cached across attempts).
+    :param dnssec: whether the resolver validates DNSSEC (the daemon's probe).
     :param results: recipient id -> RecipientResult, written as each becomes final.
+    :param tls_results: where each TLS session attempt's TLS-RPT result is appended.
     :param rng: randomness for MX and address order and source address choice.
+    :param clock: epoch milliseconds, for the time of TLS-RPT results.
     """
 
     def __init__(
@@ -289,21 +328,34 @@ class Attempt:
         settings: config.Settings,
         snapshot: registry.Snapshot,
         resolver: dns_resolver.Resolver,
+        mta_sts: mtasts_fetch.MtaStsResolver,
+        dnssec: DnssecStatus,
         env: expr.Environment,
         results: dict[int, RecipientResult],
+        tls_results: list[tlsrpt.SessionResult] | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], int] = model.now_ms,
     ) -> None:
         self.job = job
         self._settings = settings
         self._snapshot = snapshot
         self._resolver = resolver
+        self._mta_sts = mta_sts
+        self._dnssec = dnssec
         self._env = env
         self._lookup = make_lookup(resolver)
         self._rng = rng or random.Random()
+        self._clock = clock
         self.results = results
+        self.tls_results: list[tlsrpt.SessionResult] = [] if tls_results is None else tls_results
         self._pending: dict[int, Target] = {t.recipient.id: t for t in job.targets}
         self._last: dict[int, tuple[outcome.Failure, TlsReport | None, planner.HostPlan | None]]
         self._last = {}
+        self._transient: set[int] = set()
+        """Recipients a host already failed in a way that may pass (outcome rule 2)."""
+        self._mx_hosts: tuple[str, ...] = ()
+        self._mx_security = dane.MxSecurity.INSECURE
+        self._sts_lookup: mtasts.PolicyLookup | None = None
 
     # ---- entry ----------------------------------------------------------------------------
 
@@ -326,7 +378,11 @@ class Attempt:
             failure, tls, host = self._last.get(target.recipient.id, (None, None, None))
             if failure is None:
                 failure = self._io_failure("no host was left to try")
-            decision = outcome.decide(failure, final_host=True)
+            decision = outcome.decide(
+                failure,
+                final_host=True,
+                others_transient=target.recipient.id in self._transient,
+            )
             self._finish(target, outcome.make_outcome(failure, decision), tls, host)
 
     # ---- recipients -----------------------------------------------------------------------
@@ -354,12 +410,17 @@ class Attempt:
         """Apply ``failure`` to ``targets``: next host (kept pending), defer or bounce."""
         if tls is not None:
             failure = dataclasses.replace(failure, reason=f"{failure.reason} [{tls.describe()}]")
-        decision = outcome.decide(failure, final_host=final)
         for target in targets:
-            if target.recipient.id not in self._pending:
+            rid = target.recipient.id
+            if rid not in self._pending:
                 continue
+            decision = outcome.decide(
+                failure, final_host=final, others_transient=rid in self._transient
+            )
             if decision.disposition is outcome.Disposition.TRY_NEXT_HOST:
-                self._last[target.recipient.id] = (failure, tls, host)
+                self._last[rid] = (failure, tls, host)
+                if failure.cause is not outcome.Cause.POLICY_ABSENT:
+                    self._transient.add(rid)
             else:
                 self._finish(target, outcome.make_outcome(failure, decision), tls, host)
 
@@ -451,16 +512,14 @@ class Attempt:
 
     async def _mx_candidates(self, route: registry.MxRoute) -> list[_Candidate]:
         domain = self.job.domain
-        found = planner.mx_hosts(
-            domain,
-            await self._resolver.mx(domain),
-            max_hosts=route.max_mx_hosts,
-            rng=self._rng,
-        )
+        answer = await self._resolver.mx(domain)
+        found = planner.mx_hosts(domain, answer, max_hosts=route.max_mx_hosts, rng=self._rng)
         if isinstance(found, outcome.Failure):
             self._fail(list(self._pending.values()), found, final=True)
             return []
         hosts, implicit = found
+        self._mx_hosts = hosts
+        self._mx_security = planner.mx_security(answer, implicit=implicit)
         per_host = await asyncio.gather(
             *(
                 self._addresses(host, route.ip_lookup_strategy, route.max_multihomed)
@@ -510,7 +569,7 @@ class Attempt:
             return []
         if isinstance(found, outcome.Failure):
             return [_Candidate(host, None, found)]
-        return [_Candidate(host, ip) for ip in found]
+        return [_Candidate(host, address.ip, answer=address.answer) for address in found]
 
     async def _try_candidates(
         self,
@@ -527,17 +586,43 @@ class Attempt:
                 failure = candidate.failure or self._io_failure(f"{candidate.host} has no address")
                 self._fail(list(self._pending.values()), failure, final=final)
                 continue
-            for plan, group in await self._host_groups(candidate.host, candidate.ip, relay):
-                await self._session(plan, group, port=port, final=final, relay=relay)
+            for group in await self._host_groups(candidate.host, candidate.ip, relay):
+                policy = await self._host_policy(candidate, candidate.ip, group.tls.value, relay)
+                if policy.failure is not None:
+                    self._record(
+                        planner.refused_result(
+                            self.job.domain,
+                            candidate.host,
+                            candidate.ip,
+                            policy,
+                            at=self._clock(),
+                            relay=relay is not None,
+                        )
+                    )
+                    self._fail(group.targets, policy.failure, final=final)
+                    continue
+                plan = planner.plan_host(
+                    self._snapshot,
+                    policy.inputs,
+                    mx=candidate.host,
+                    remote_ip=candidate.ip,
+                    connection=group.connection,
+                    local_ip=group.local_ip,
+                    ehlo_name=group.ehlo_name,
+                    tls=group.tls,
+                    relay=relay,
+                    sts=policy.sts,
+                    tlsa=policy.tlsa,
+                )
+                await self._session(plan, group.targets, port=port, final=final, relay=relay)
 
     async def _host_groups(
         self, host: str, ip: str, relay: registry.RelayRoute | None
-    ) -> list[tuple[planner.HostPlan, list[Target]]]:
-        """The pending recipients grouped by the host plan their expressions pick."""
+    ) -> list[_Group]:
+        """The pending recipients grouped by the strategies their expressions pick."""
         outbound = self._snapshot.outbound
         sources: dict[str, tuple[str, str]] = {}  # connection name -> (source ip, EHLO name)
-        groups: dict[tuple[str, str], tuple[planner.HostPlan, list[Target]]] = {}
-        policy = policy_inputs(self.job.message, self.job.domain, host)
+        groups: dict[tuple[str, str], _Group] = {}
         for target in list(self._pending.values()):
             variables = _host_vars(target, mx=host, remote_ip=ip, local_ip="")
             try:
@@ -567,20 +652,115 @@ class Attempt:
                 )
                 self._fail([target], failure, final=True)
                 continue
-            plan = planner.plan_host(
-                self._snapshot,
-                policy,
-                mx=host,
-                remote_ip=ip,
-                connection=connection,
-                local_ip=local_ip,
-                ehlo_name=ehlo_name,
-                tls=tls_value,
-                relay=relay,
-            )
-            key = (plan.connection.name.lower(), plan.tls.name.lower())
-            groups.setdefault(key, (plan, []))[1].append(target)
+            tls = planner.select_tls(self._snapshot, tls_value)
+            key = (connection.name.lower(), tls.name.lower())
+            if key not in groups:
+                groups[key] = _Group(connection, local_ip, ehlo_name, tls, [])
+            groups[key].targets.append(target)
         return list(groups.values())
+
+    # ---- the domain's policies ------------------------------------------------------------
+
+    async def _host_policy(
+        self,
+        candidate: _Candidate,
+        ip: str,
+        strategy: registry.TlsStrategy,
+        relay: registry.RelayRoute | None,
+    ) -> planner.HostPolicy:
+        """The MTA-STS and DANE lookups ``strategy`` asks for, and what they say of the host."""
+        sts_lookup = None
+        if relay is None and strategy.mta_sts != "disable":
+            sts_lookup = await self._sts(strategy.mta_sts_timeout_ms)
+        validating, tlsa = False, None
+        if strategy.dane != "disable":
+            validating = await self._dnssec.validating()
+            tlsa = await self._dane(candidate, strategy.dane, validating)
+        return planner.host_policy(
+            self.job.domain,
+            candidate.host,
+            ip,
+            requiretls=self.job.message.requiretls,
+            mx_hosts=self._mx_hosts,
+            sts_mode=strategy.mta_sts,
+            sts_lookup=sts_lookup,
+            dane_mode=strategy.dane,
+            tlsa=tlsa,
+            dnssec_validating=validating,
+            relay=relay is not None,
+        )
+
+    async def _sts(self, timeout_ms: int) -> mtasts.PolicyLookup:
+        """The domain's MTA-STS lookup, once per attempt (the resolver caches across them)."""
+        if self._sts_lookup is None:
+            self._sts_lookup = await self._mta_sts.policy_for(
+                self.job.domain, timeout_ms=timeout_ms
+            )
+            log.debug("%s", self._sts_lookup.describe())
+        return self._sts_lookup
+
+    async def _dane(
+        self, candidate: _Candidate, mode: dane.DaneMode, validating: bool
+    ) -> dane.DaneDecision:
+        """The host's TLSA records, looked up in `dane.tlsa_queries` order, and the decision."""
+        # An IP-literal relay has no address answer; `dane.decide` refuses IP literals (and
+        # relays: their name is insecure) before it would read one.
+        address = candidate.answer or DnsResult(Lookup.NODATA, (), False, 0, candidate.host, ())
+        queries = dane.tlsa_queries(
+            candidate.host,
+            mode=mode,
+            mx=self._mx_security,
+            address=address,
+            validating=validating,
+        )
+        answers: list[dane.TlsaAnswer] = []
+        for query in queries:
+            result = await self._resolver.tlsa(query.qname)
+            answers.append(dane.TlsaAnswer(query, result))
+            if dane.is_conclusive(result):
+                break
+        decision = dane.decide(
+            candidate.host,
+            mode=mode,
+            mx=self._mx_security,
+            address=address,
+            tlsa=answers,
+            domain=self.job.domain,
+            validating=validating,
+        )
+        for dropped in decision.dropped:
+            log.warning("%s: %s", decision.host.rstrip("."), dropped.describe())
+        return decision
+
+    def _record(self, result: tlsrpt.SessionResult | None) -> None:
+        """Keep one TLS session attempt's TLS-RPT result for the worker to record."""
+        if result is not None:
+            self.tls_results.append(result)
+
+    def _observe(
+        self,
+        plan: planner.HostPlan,
+        session: smtp_session.SmtpSession | None,
+        event: tls_policy.Event | None = None,
+        detail: str = "",
+        *,
+        verify_code: int = 0,
+        dane_failure: dane.DaneFailure | None = None,
+    ) -> None:
+        """Record the TLS-RPT result of a TLS session attempt with the host of ``plan``."""
+        greeting = session.greeting if session is not None else None
+        helo = greeting.text.split(None, 1)[0] if greeting is not None and greeting.text else ""
+        observed = planner.SessionObservation(
+            event=event,
+            detail=detail,
+            verify_code=verify_code,
+            dane_failure=dane_failure,
+            local_ip=(session.local_ip or "") if session is not None else "",
+            helo=helo,
+        )
+        self._record(
+            planner.session_result(plan, observed, domain=self.job.domain, at=self._clock())
+        )
 
     # ---- one session ----------------------------------------------------------------------
 
@@ -596,14 +776,7 @@ class Attempt:
         """Deliver ``targets`` through one session with the host of ``plan``."""
         where = f"{plan.mx}[{plan.remote_ip}]"
         if plan.tls_plan.refusal is not None:
-            failure = outcome.policy_violation(
-                LastError.TLS,
-                f"{plan.tls_plan.refusal} to {where}",
-                stage=outcome.Stage.HOST,
-                remote_host=plan.mx,
-                remote_ip=plan.remote_ip,
-            )
-            self._fail(targets, failure, final=final, host=plan)
+            self._fail(targets, planner.refusal_failure(plan), final=final, host=plan)
             return
         lmtp = relay is not None and relay.protocol == "lmtp"
         implicit_tls = relay is not None and relay.implicit_tls
@@ -663,11 +836,12 @@ class Attempt:
                 # fails the host, whatever `react` would allow after STARTTLS.
                 raise _HostFailed(self._tls_failure(plan, event, str(exc)), None) from exc
             try:
+                matched = self._dane_check(plan, session)
                 await session.ehlo(plan.ehlo_name)
             except BaseException:
                 session.close()
                 raise
-            return session, self._tls_report(plan, session)
+            return session, self._tls_report(plan, session, matched)
         session = await _connect_clear(plan, port=port, lmtp=lmtp)
         try:
             return await self._secure(session, plan, port=port, lmtp=lmtp)
@@ -685,6 +859,7 @@ class Attempt:
             note = f"TLS strategy {plan.tls.name!r} disables STARTTLS"
             return session, TlsReport(None, note=note)
         event: tls_policy.Event
+        verify_code = 0
         if not session.supports("STARTTLS"):
             event, detail = tls_policy.Event.NO_STARTTLS, f"{where} did not offer STARTTLS"
             note = "STARTTLS not offered"
@@ -692,7 +867,7 @@ class Attempt:
             try:
                 await session.starttls(
                     self._context(tls_plan),
-                    server_hostname=plan.mx,
+                    server_hostname=plan.server_hostname,
                     timeout_ms=plan.tls.value.tls_timeout_ms,
                 )
             except smtp_errors.StartTlsRefused as exc:
@@ -700,11 +875,15 @@ class Attempt:
                 note = f"STARTTLS refused: {exc.reply}" if exc.reply else "STARTTLS refused"
             except smtp_errors.CertificateRejected as exc:
                 event, detail = tls_policy.Event.CERT_REJECTED, str(exc)
+                verify_code = exc.verify_code
             except (smtp_errors.HandshakeFailed, smtp_errors.ProtocolViolation) as exc:
                 event, detail = tls_policy.Event.HANDSHAKE_FAILED, str(exc)
             else:
+                matched = self._dane_check(plan, session)  # before anything else is sent
+                self._observe(plan, session)
                 await session.ehlo(plan.ehlo_name)  # RFC 3207 §4.2: forget what came before
-                return session, self._tls_report(plan, session)
+                return session, self._tls_report(plan, session, matched)
+        self._observe(plan, session, event, detail, verify_code=verify_code)
         match tls_policy.react(tls_plan, event):
             case tls_policy.Reaction.CONTINUE_CLEAR:
                 return session, TlsReport(None, note=note)
@@ -719,23 +898,77 @@ class Attempt:
             case _ as unreachable:
                 assert_never(unreachable)
 
+    def _dane_check(
+        self, plan: planner.HostPlan, session: smtp_session.SmtpSession
+    ) -> dane.DaneVerification | None:
+        """Match the peer's chain to the host's TLSA records when the plan says DANE.
+
+        None when the plan does not verify by DANE.
+
+        :raises _HostFailed: the chain does not match (the session is closed; nothing was
+            sent inside TLS).
+        """
+        decision = plan.dane
+        if plan.tls_plan.verification is not tls_policy.Verification.DANE or decision is None:
+            return None
+        verification = dane.verify(
+            session.peer_chain(),
+            decision.records,
+            names=decision.names,
+            now=datetime.datetime.now(datetime.UTC),
+        )
+        if verification.ok:
+            log.debug("%s[%s]: %s", plan.mx, plan.remote_ip, verification.reason)
+            return verification
+        self._observe(plan, session, detail=verification.reason, dane_failure=verification.failure)
+        session.close()
+        failure = outcome.policy_violation(
+            LastError.DANE,
+            f"{plan.mx}[{plan.remote_ip}] failed DANE authentication ({decision.reason}): "
+            f"{verification.reason}: not sending to it",
+            stage=outcome.Stage.STARTTLS,
+            remote_host=plan.mx,
+            remote_ip=plan.remote_ip,
+        )
+        raise _HostFailed(failure, None)
+
     def _context(self, tls_plan: tls_policy.HostTlsPlan) -> ssl.SSLContext:
         match tls_plan.verification:
             case tls_policy.Verification.PKIX:
                 return smtp_tls.pkix_context(self._settings.tls.ca_file)
             case tls_policy.Verification.NONE | tls_policy.Verification.DANE:
-                # DANE is never planned yet (policy_inputs); when it is, the chain check
-                # after the handshake belongs here, with the unverifying context.
+                # DANE: no PKIX; the chain is matched to the TLSA records after the
+                # handshake (`_dane_check`), before anything is sent inside TLS.
                 return smtp_tls.unverified_context()
             case _ as unreachable:
                 assert_never(unreachable)
 
     @staticmethod
-    def _tls_report(plan: planner.HostPlan, session: smtp_session.SmtpSession) -> TlsReport:
+    def _tls_report(
+        plan: planner.HostPlan,
+        session: smtp_session.SmtpSession,
+        matched: dane.DaneVerification | None,
+    ) -> TlsReport:
         info = session.tls
         assert info is not None
-        verified = plan.tls_plan.verification is tls_policy.Verification.PKIX
-        return TlsReport(info.version, info.cipher, "pkix" if verified else "none")
+        match plan.tls_plan.verification:
+            case tls_policy.Verification.PKIX:
+                return TlsReport(info.version, info.cipher, "pkix", plan.mta_sts_note())
+            case tls_policy.Verification.DANE:
+                record = matched.record if matched is not None else None
+                by = ""
+                if record is not None:
+                    where = "the certificate" if matched and matched.depth == 0 else "its chain"
+                    name = "DANE-EE" if record.usage == 3 else "DANE-TA"
+                    by = (
+                        f"{name} record {record.usage} {record.selector} {record.mtype} "
+                        f"matches {where}"
+                    )
+                return TlsReport(info.version, info.cipher, "dane", by)
+            case tls_policy.Verification.NONE:
+                return TlsReport(info.version, info.cipher, "none")
+            case _ as unreachable:
+                assert_never(unreachable)
 
     @staticmethod
     def _tls_failure(
@@ -924,13 +1157,15 @@ def _tls_missing(plan: planner.HostPlan, detail: str, *, offered: bool = False) 
 def _extension_failure(exc: smtp_errors.ExtensionNotOffered, /) -> outcome.Failure:
     """A message that needs an extension the server lacks (RFC 8689 §4.2.1, RFC 6531 §3.4)."""
     if exc.extension == "REQUIRETLS":
-        return outcome.policy_violation(
+        # The host was authenticated before it said so (REQUIRETLS is announced inside TLS,
+        # and only to an authenticated host do we get this far): a definite answer, a bounce
+        # once every host said so (RFC 8689 §4.2.1, §5: 5.7.30).
+        return outcome.policy_absent(
             LastError.TLS,
-            str(exc),
-            stage=outcome.Stage.STARTTLS,
+            f"{exc}: the message requires it (REQUIRETLS, RFC 8689)",
             remote_host=exc.server_name,
             remote_ip=exc.ip,
-            status="4.7.30",
+            status="5.7.30",
         )
     return outcome.Failure(
         stage=outcome.Stage.MAIL,

@@ -8,30 +8,43 @@ the attempt, the logs and ``delivery explain``:
     plan_recipient(snapshot, route=, schedule=)       RecipientPlan: route, schedule, queue
     select_connection(snapshot, value)                 the connection strategy (source address,
                                                        EHLO name, timeouts) of one host
+    host_policy(domain, host, ip, ...)                 HostPolicy: what the domain's MTA-STS
+                                                       policy and the host's DANE records say
+                                                       of it (DESIGN §5 steps 1-2), or the
+                                                       Failure that keeps it from being tried
     plan_host(snapshot, policy, mx=, ..., tls=)        HostPlan: the TLS strategy and the
                                                        per-host TLS plan (policy/tls.py)
+    refusal_failure(plan)                              the Failure of a host whose TLS plan
+                                                       no session can satisfy
     mx_hosts(domain, mx_result, max_hosts=, rng=)      the MX hosts to try, in order, or the
                                                        Failure that ends the domain (RFC 5321
                                                        §5.1, RFC 7505)
-    host_addresses(host, lookups, ...)                 the addresses of one host, in order, or
-                                                       why it has none
+    mx_security(mx_result, implicit=)                  whether DNSSEC vouches for the MX names
+    host_addresses(host, lookups, ...)                 the addresses of one host, in order, each
+                                                       with the answer it came from (its DNSSEC
+                                                       status is DANE's business), or why none
+    session_result(plan, observed, ...)                the TLS-RPT result of one TLS session
+    refused_result(domain, host, ip, policy, ...)      ... of a host refused by a policy
 
 Outcomes:
     A `Selection` records, for one expression, the value it returned, the object name used
     and whether an object of that name exists. A result that is not a string selects
     ``default`` (DESIGN §4); a name no object has selects that type's built-in defaults, with a
     warning logged once per snapshot by the snapshot itself (DESIGN §3).
-    `mx_hosts` / `host_addresses` return `outcome.Failure` values for DNS answers that end the
-    domain or the host; they never raise.
+    `mx_hosts` / `host_addresses` / `host_policy` return `outcome.Failure` values for answers
+    that end the domain or the host; they never raise.
 
 Security:
     DNS answers are attacker-influenced. The number of hosts and addresses tried is capped by
     the route (`maxMxHosts`, `maxMultihomed`); a null MX mixed with real ones is ignored rather
-    than trusted; nothing here connects anywhere.
+    than trusted; nothing here connects anywhere. A policy lookup that failed is never read as
+    "no policy" where a policy is required, and a DANE or MTA-STS failure never lets a host
+    be tried with less than the policy asks (policy/tls.py).
 
-Standards: RFC 5321 §5.1 (MX order, implicit MX), RFC 7505 (null MX), RFC 3463.
-Limits: MTA-STS and DANE inputs are not looked up yet: `PolicyInputs` carries only REQUIRETLS
-(see `attempt.policy_inputs`, the one place that builds them).
+Standards: RFC 5321 §5.1 (MX order, implicit MX), RFC 7505 (null MX), RFC 3463, RFC 7672
+(DANE), RFC 8461 (MTA-STS), RFC 8460 (TLS-RPT result types), RFC 8689 (REQUIRETLS).
+Limits: the MTA-STS screen covers the MX hosts kept after ``maxMxHosts``: a policy listing only
+hosts beyond it defers the domain.
 """
 
 from __future__ import annotations
@@ -47,24 +60,33 @@ from delivery.dns.result import DnsResult, Lookup, MxRecord, is_null_mx
 from delivery.engine import outcome
 from delivery.engine import schedule as timing
 from delivery.errors import LastError
+from delivery.policy import dane, mtasts, tlsrpt
 from delivery.policy import tls as tls_policy
 from delivery.queue import model
 from delivery.registry import snapshot as registry
 
 __all__ = [
     "DEFAULT_NAME",
+    "HostAddress",
     "HostPlan",
+    "HostPolicy",
     "IpLookupStrategy",
     "RecipientPlan",
     "Selection",
+    "SessionObservation",
     "address_families",
     "host_addresses",
+    "host_policy",
     "mx_hosts",
+    "mx_security",
     "new_recipient",
     "plan_host",
     "plan_recipient",
+    "refusal_failure",
+    "refused_result",
     "select_connection",
     "select_schedule",
+    "session_result",
     "source_address",
     "timing_of",
 ]
@@ -149,6 +171,31 @@ class HostPlan:
     tls: Selection[registry.TlsStrategy]
     policy: tls_policy.PolicyInputs
     tls_plan: tls_policy.HostTlsPlan
+    sts: mtasts.MtaStsVerdict | None = None
+    """The MTA-STS verdict for this host; None when MTA-STS was not consulted."""
+    dane: dane.DaneDecision | None = None
+    """The host's DANE decision; None when DANE was not consulted."""
+
+    @property
+    def server_hostname(self) -> str:
+        """The TLS SNI name: the TLSA base domain under DANE (RFC 7671 §10.2), else the host."""
+        if self.tls_plan.verification is tls_policy.Verification.DANE and self.dane is not None:
+            return self.dane.sni or self.mx
+        return self.mx
+
+    def mta_sts_note(self) -> str:
+        """Why a PKIX certificate for the host's name authenticates the host, for ``last_status``.
+
+        "the MTA-STS policy of <domain> (mode <mode>) lists <host>" when such a policy vouches
+        for the name; "" otherwise (PKIX alone, or no PKIX at all).
+        """
+        sts = self.sts
+        if self.tls_plan.verification is not tls_policy.Verification.PKIX or sts is None:
+            return ""
+        policy = sts.lookup.policy if sts.lookup is not None else None
+        if not sts.mx_listed or policy is None:
+            return ""
+        return f"the MTA-STS policy of {sts.domain} (mode {policy.mode}) lists {self.mx}"
 
     def explain(self) -> list[str]:
         """One line per decision."""
@@ -159,12 +206,12 @@ class HostPlan:
         if plan.refusal:
             tls_line += f"; refused: {plan.refusal}"
         source = self.local_ip or "chosen by the system"
-        return [
-            self.connection.explain(),
-            self.tls.explain(),
-            tls_line,
-            f"EHLO {self.ehlo_name}, source address {source}",
-        ]
+        lines = [self.connection.explain(), self.tls.explain()]
+        if self.sts is not None:
+            lines.append(f"MTA-STS: {self.sts.reason}")
+        if self.dane is not None:
+            lines.append(f"DANE: {self.dane.reason}")
+        return [*lines, tls_line, f"EHLO {self.ehlo_name}, source address {source}"]
 
 
 def _select(
@@ -220,18 +267,22 @@ def plan_host(
     connection: Selection[registry.ConnectionStrategy],
     local_ip: str,
     ehlo_name: str,
-    tls: expr.Value,
+    tls: expr.Value | Selection[registry.TlsStrategy],
     relay: registry.RelayRoute | None = None,
+    sts: mtasts.MtaStsVerdict | None = None,
+    tlsa: dane.DaneDecision | None = None,
 ) -> HostPlan:
     """plan_host - the TLS strategy and TLS plan for one host address.
 
+    :param policy: what the domain and message require (`host_policy`).
     :param connection: the `select_connection` result.
     :param local_ip: :param ehlo_name: from `source_address` for that strategy.
-    :param tls: what the ``tls`` expression returned.
+    :param tls: what the ``tls`` expression returned, or its `select_tls` selection.
     :param relay: the Relay route being used: its ``allowInvalidCerts`` widens the TLS
         strategy's (never narrows it; an MTA-STS or DANE policy still overrides both).
+    :param sts: :param tlsa: the MTA-STS verdict and DANE decision behind ``policy``.
     """
-    chosen_tls = _select(snapshot, "tls", tls, snapshot.tls_strategy)
+    chosen_tls = tls if isinstance(tls, Selection) else select_tls(snapshot, tls)
     strategy = chosen_tls.value
     if relay is not None and relay.allow_invalid_certs and not strategy.allow_invalid_certs:
         strategy = dataclasses.replace(strategy, allow_invalid_certs=True)
@@ -244,7 +295,175 @@ def plan_host(
         tls=chosen_tls,
         policy=policy,
         tls_plan=tls_policy.plan_host(strategy, policy),
+        sts=sts,
+        dane=tlsa,
     )
+
+
+def select_tls(
+    snapshot: registry.Snapshot, result: expr.Value, /
+) -> Selection[registry.TlsStrategy]:
+    """select_tls - the TLS strategy the ``tls`` expression returned.
+
+    Chosen before the domain's policies are looked up: its ``mtaSts`` and ``dane`` modes say
+    which lookups to make (`host_policy`).
+    """
+    return _select(snapshot, "tls", result, snapshot.tls_strategy)
+
+
+def refusal_failure(plan: HostPlan, /) -> outcome.Failure:
+    """refusal_failure - the Failure of a host whose TLS plan has a refusal (not connected).
+
+    A REQUIRETLS message that no answer of the domain lets us send to this host (RFC 8689
+    §4.2.1) is a per-host absence: 5.7.10, a bounce once every host said so (outcome rule 2).
+    Any other refusal overrides nothing: a temporary policy violation (rule 1).
+    """
+    tls_plan = plan.tls_plan
+    assert tls_plan.refusal is not None, "refusal_failure of a plan without a refusal"
+    reason = f"{tls_plan.refusal} (host {plan.mx}[{plan.remote_ip}])"
+    if tls_plan.refusal_permanent:
+        return outcome.policy_absent(
+            LastError.TLS,
+            reason,
+            remote_host=plan.mx,
+            remote_ip=plan.remote_ip,
+            status="5.7.10",
+        )
+    return outcome.policy_violation(
+        LastError.TLS,
+        reason,
+        stage=outcome.Stage.HOST,
+        remote_host=plan.mx,
+        remote_ip=plan.remote_ip,
+        status="4.7.10" if plan.policy.requiretls else "4.7.5",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HostPolicy:
+    """What the recipient domain's TLS policies say of one host, under one TLS strategy.
+
+    :param inputs: the `policy.tls.PolicyInputs` to plan the host with.
+    :param failure: set when the host must not be tried at all (an MTA-STS policy that does
+        not list it, DANE that could not be determined, a required policy that does not
+        exist); None when it may be.
+    :param sts: the MTA-STS verdict for the host; None when MTA-STS was not consulted.
+    :param tlsa: the DANE decision; None when DANE was not consulted.
+    """
+
+    inputs: tls_policy.PolicyInputs
+    failure: outcome.Failure | None
+    sts: mtasts.MtaStsVerdict | None
+    tlsa: dane.DaneDecision | None
+
+
+def host_policy(
+    domain: str,
+    host: str,
+    remote_ip: str,
+    /,
+    *,
+    requiretls: bool,
+    mx_hosts: Sequence[str],
+    sts_mode: mtasts.StsStrategy,
+    sts_lookup: mtasts.PolicyLookup | None,
+    dane_mode: dane.DaneMode,
+    tlsa: dane.DaneDecision | None,
+    dnssec_validating: bool,
+    relay: bool = False,
+) -> HostPolicy:
+    """host_policy - what MTA-STS (step 1) and DANE (step 2) of DESIGN §5 say of one host.
+
+    MTA-STS first: a domain failure of the screen (``require`` and no policy published:
+    permanent, rule 2; no policy obtained under ``require``, or no MX host listed: temporary)
+    ends the domain; a host an enforced policy does not list is never tried (temporary, rule
+    1). Then DANE: TEMPFAIL fails the host for now (never a downgrade), PERMFAIL (``dane:
+    require``, no usable TLSA) is a per-host absence (rule 2: a bounce only when every host
+    says so).
+
+    :param mx_hosts: every MX host of the domain being tried, for the MTA-STS screen.
+    :param sts_lookup: the domain's MTA-STS lookup; None when not consulted (``mtaSts:
+        disable``, or a Relay route: the relay is no MX host of the domain).
+    :param tlsa: the host's `dane.decide` decision; None when not consulted.
+    :param dnssec_validating: the resolver validates DNSSEC (the daemon's probe).
+    :param relay: the host is a Relay route's relay (a name from our own settings).
+    """
+    name = host.lower().rstrip(".")
+    sts: mtasts.MtaStsVerdict | None = None
+    screening: mtasts.MxScreening | None = None
+    if sts_lookup is not None and sts_mode != "disable":
+        screening = mtasts.screen_mx(sts_lookup, list(mx_hosts) or [name], sts_mode)
+        sts = next(
+            (v for v in screening.verdicts if v.mx_host == name),
+            mtasts.decide(sts_lookup, name, sts_mode),
+        )
+    inputs = tls_policy.PolicyInputs(
+        mta_sts_enforce=sts is not None and sts.tls_required,
+        mta_sts_listed=(
+            sts is not None
+            and sts.action in (mtasts.Action.ENFORCE, mtasts.Action.REPORT_ONLY)
+            and bool(sts.mx_listed)
+        ),
+        dane_usable=tlsa is not None and tlsa.usable,
+        dane_tls_only=tlsa is not None and tlsa.outcome is dane.DaneOutcome.UNAUTHENTICATED,
+        requiretls=requiretls,
+        policy_domain=domain,
+        trusted_relay=relay,
+        authentication_unknown=(
+            (sts_lookup is not None and sts_lookup.status is mtasts.LookupStatus.UNAVAILABLE)
+            or (dane_mode != "disable" and not dnssec_validating and not relay)
+        ),
+    )
+    failure: outcome.Failure | None = None
+    if screening is not None:
+        if screening.failure is not None:
+            failure = _sts_domain_failure(screening.failure)
+        elif sts is not None and not sts.usable:
+            failure = outcome.policy_violation(
+                LastError.MTA_STS,
+                sts.reason,
+                stage=outcome.Stage.HOST,
+                remote_host=name,
+                remote_ip=remote_ip,
+            )
+    if failure is None and tlsa is not None:
+        failure = _dane_failure(tlsa, remote_ip)
+    return HostPolicy(inputs, failure, sts, tlsa)
+
+
+def _sts_domain_failure(verdict: mtasts.MtaStsVerdict) -> outcome.Failure:
+    """The failure of a domain the MTA-STS screen rules out (DEFER or FAIL)."""
+    if verdict.permanent:
+        return outcome.policy_absent(LastError.MTA_STS, verdict.reason)
+    return outcome.policy_violation(LastError.MTA_STS, verdict.reason, stage=outcome.Stage.POLICY)
+
+
+def _dane_failure(tlsa: dane.DaneDecision, remote_ip: str) -> outcome.Failure | None:
+    """The failure of a host DANE rules out before connecting; None when it may be tried."""
+    host = tlsa.host.rstrip(".")
+    match tlsa.outcome:
+        case dane.DaneOutcome.TEMPFAIL:
+            # A TLSA SERVFAIL or bogus answer may be an attack: never a downgrade, never a
+            # bounce (rule 1); retried until the message expires.
+            return outcome.policy_violation(
+                LastError.DANE,
+                tlsa.reason,
+                stage=outcome.Stage.HOST,
+                remote_host=host,
+                remote_ip=remote_ip,
+            )
+        case dane.DaneOutcome.PERMFAIL:
+            return outcome.policy_absent(
+                LastError.DANE, tlsa.reason, remote_host=host, remote_ip=remote_ip
+            )
+        case (
+            dane.DaneOutcome.REQUIRED
+            | dane.DaneOutcome.UNAUTHENTICATED
+            | dane.DaneOutcome.NOT_APPLICABLE
+        ):
+            return None
+        case _ as unreachable:
+            assert_never(unreachable)
 
 
 def source_address(
@@ -338,6 +557,35 @@ def address_families(strategy: IpLookupStrategy, /) -> tuple[Family, ...]:
             assert_never(unreachable)
 
 
+@dataclass(frozen=True, slots=True)
+class HostAddress:
+    """One address of a host, with the A or AAAA answer it came from.
+
+    :param answer: that lookup's result: its ``secure`` flag and CNAME target are what DANE
+        needs (RFC 7672 §2.2.2).
+    """
+
+    ip: str
+    answer: DnsResult[str]
+
+
+def mx_security(result: DnsResult[MxRecord], /, *, implicit: bool) -> dane.MxSecurity:
+    """mx_security - whether DNSSEC vouches for the MX host names of a domain.
+
+    SECURE for a validated MX RRset; for an implicit MX (no MX records, the domain is its
+    own host), SECURE when the denial of MX records was validated (RFC 7672 §2.2.1); else
+    INSECURE.
+
+    >>> r = DnsResult(Lookup.NODATA, (), True, 60, "x.test.", ())
+    >>> mx_security(r, implicit=True).value, mx_security(r, implicit=False).value
+    ('secure', 'insecure')
+    """
+    if implicit:
+        secure = result.secure and result.status is Lookup.NODATA
+        return dane.MxSecurity.SECURE if secure else dane.MxSecurity.INSECURE
+    return dane.mx_security(result)
+
+
 def host_addresses(
     host: str,
     lookups: Sequence[DnsResult[str]],
@@ -345,22 +593,23 @@ def host_addresses(
     *,
     max_multihomed: int,
     rng: random.Random | None = None,
-) -> tuple[str, ...] | outcome.Failure | None:
+) -> tuple[HostAddress, ...] | outcome.Failure | None:
     """host_addresses - the addresses of ``host`` to try, from its lookups in family order.
 
     Each family's addresses in random order (spreading load, as Postfix's
     smtp_randomize_addresses), the families in the strategy's order, at most
-    ``max_multihomed`` in all. None when the host has no address (NXDOMAIN or NODATA
-    everywhere): it is skipped. A temporary failure with no address found is a soft
-    failure of that host (the next host is tried).
+    ``max_multihomed`` in all, each with the answer it came from. None when the host has no
+    address (NXDOMAIN or NODATA everywhere): it is skipped. A temporary failure with no
+    address found is a soft failure of that host (the next host is tried).
     """
-    addresses: list[str] = []
+    addresses: list[HostAddress] = []
     tempfail: DnsResult[str] | None = None
     for result in lookups:
         if result.status is Lookup.ANSWER:
             family = list(dict.fromkeys(result.records))
             (rng or random).shuffle(family)
-            addresses.extend(a for a in family if a not in addresses)
+            known = {a.ip for a in addresses}
+            addresses.extend(HostAddress(ip, result) for ip in family if ip not in known)
         elif result.status is Lookup.TEMPFAIL:
             tempfail = result
     if addresses:
@@ -377,6 +626,148 @@ def host_addresses(
             remote_host=host,
         )
     return None
+
+
+# ---- TLS reports (RFC 8460) -------------------------------------------------------------------
+
+MX_NOT_LISTED = "the MX host is not listed in the MTA-STS policy"
+"""failure-reason-code of a session with a host the domain's MTA-STS policy does not list."""
+
+CERTIFICATE_NOT_VERIFIED = "certificate not verified (the sender's TLS strategy allows any)"
+"""failure-reason-code of a session under an MTA-STS policy whose certificate we did not
+check (allowInvalidCerts under a testing policy): the policy was not shown to hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionObservation:
+    """What one TLS session attempt with a host showed, for its TLS-RPT result.
+
+    :param event: the TLS event that ended it (`policy.tls.Event`); None when TLS came up.
+    :param detail: the error in words (the report's failure-reason-code); "" when none.
+    :param verify_code: OpenSSL's X509_V_ERR_* code of a rejected certificate; 0 otherwise.
+    :param dane_failure: why the peer's chain did not match its TLSA records after the
+        handshake; None when it did, or DANE did not apply.
+    :param local_ip: our address on the connection; "" when unknown.
+    :param helo: the name the server announced in its greeting; "" when unknown.
+    """
+
+    event: tls_policy.Event | None = None
+    detail: str = ""
+    verify_code: int = 0
+    dane_failure: dane.DaneFailure | None = None
+    local_ip: str = ""
+    helo: str = ""
+
+
+def _report_policy(
+    sts: mtasts.MtaStsVerdict | None, tlsa: dane.DaneDecision | None, host: str
+) -> tlsrpt.PolicyDescription:
+    """The policy a session with ``host`` is reported under (RFC 8460 §4.4)."""
+    if tlsa is not None and tlsa.outcome is not dane.DaneOutcome.NOT_APPLICABLE:
+        if tlsa.usable:
+            return tlsrpt.PolicyDescription.tlsa(tlsa.records, host)
+        if sts is None or sts.mx_listed is None:  # no MTA-STS policy in force to report
+            return tlsrpt.PolicyDescription.tlsa((d.record for d in tlsa.dropped), host)
+    return tlsrpt.applied_policy(sts.lookup if sts is not None else None, None)
+
+
+def session_result(
+    plan: HostPlan, observed: SessionObservation, /, *, domain: str, at: int
+) -> tlsrpt.SessionResult | None:
+    """session_result - the TLS-RPT result of one TLS session attempt with the host of ``plan``.
+
+    None when there is nothing to report: no TLS was attempted (``startTls: disable``), or the
+    host is a relay (reports go to the recipient domain, about its MX hosts only).
+    Precedence, the first that applies: a policy that could not be fetched; STARTTLS not
+    offered; the handshake; the certificate (PKIX, by OpenSSL's code); the DANE match; the
+    MX host missing from an MTA-STS policy in force; then what the session's verification
+    left unshown (an unchecked certificate under MTA-STS, unusable TLSA records).
+
+    :param at: when the session took place, epoch ms (it picks the report's day).
+    """
+    if plan.policy.trusted_relay or plan.tls_plan.tls is tls_policy.TlsMode.OFF:
+        return None
+    policy = _report_policy(plan.sts, plan.dane, plan.mx)
+    problem = _session_problem(plan, observed)
+    if problem is None:
+        return tlsrpt.SessionResult(domain, policy, True, None, at)
+    result_type, code = problem
+    detail = tlsrpt.FailureDetail(
+        result_type,
+        receiving_mx_hostname=plan.mx,
+        receiving_ip=plan.remote_ip,
+        sending_mta_ip=observed.local_ip or plan.local_ip,
+        receiving_mx_helo=observed.helo,
+        failure_reason_code=code,
+    )
+    return tlsrpt.SessionResult(domain, policy, False, detail, at)
+
+
+def _session_problem(
+    plan: HostPlan, observed: SessionObservation
+) -> tuple[tlsrpt.ResultType, str] | None:
+    sts, tlsa = plan.sts, plan.dane
+    dane_decides = tlsa is not None and tlsa.usable  # MTA-STS never overrides DANE (RFC 8461 §2)
+    if sts is not None and sts.lookup is not None and not dane_decides:
+        fetch = tlsrpt.sts_failure(sts.lookup)
+        if fetch is not None:
+            return fetch.result_type, fetch.failure_reason_code
+    match observed.event:
+        case tls_policy.Event.NO_STARTTLS:
+            return tlsrpt.ResultType.STARTTLS_NOT_SUPPORTED, observed.detail
+        case tls_policy.Event.HANDSHAKE_FAILED:
+            return tlsrpt.ResultType.VALIDATION_FAILURE, observed.detail
+        case tls_policy.Event.CERT_REJECTED:
+            return tlsrpt.result_type_of_verify_code(observed.verify_code), observed.detail
+        case None:
+            pass
+        case _ as unreachable:
+            assert_never(unreachable)
+    if observed.dane_failure is not None:
+        return tlsrpt.ResultType(observed.dane_failure.result_type), observed.detail
+    if sts is not None and sts.mx_listed is False and not dane_decides:
+        return tlsrpt.ResultType.VALIDATION_FAILURE, MX_NOT_LISTED
+    if plan.tls_plan.verification is tls_policy.Verification.NONE:
+        if sts is not None and sts.mx_listed:
+            return tlsrpt.ResultType.VALIDATION_FAILURE, CERTIFICATE_NOT_VERIFIED
+        if tlsa is not None and tlsa.outcome is dane.DaneOutcome.UNAUTHENTICATED:
+            return tlsrpt.ResultType.TLSA_INVALID, "no usable TLSA record"
+    return None
+
+
+def refused_result(
+    domain: str, host: str, remote_ip: str, policy: HostPolicy, /, *, at: int, relay: bool = False
+) -> tlsrpt.SessionResult | None:
+    """refused_result - the TLS-RPT result of a host a policy kept us from trying.
+
+    An MX host an MTA-STS policy does not list, or no policy obtained under ``mtaSts:
+    require`` (the fetch failure); DANE that could not be determined (dnssec-invalid), or
+    ``dane: require`` without usable TLSA records (dane-required, tlsa-invalid when records
+    exist but none is usable). None for a refusal the domain did not cause (a policy it does
+    not publish under ``mtaSts: require``), and for relays.
+    """
+    if relay or policy.failure is None:
+        return None
+    sts, tlsa = policy.sts, policy.tlsa
+    found: tuple[tlsrpt.ResultType, str] | None = None
+    if tlsa is not None and tlsa.outcome is dane.DaneOutcome.TEMPFAIL:
+        found = tlsrpt.ResultType.DNSSEC_INVALID, tlsa.reason
+    elif tlsa is not None and tlsa.outcome is dane.DaneOutcome.PERMFAIL:
+        kind = tlsrpt.ResultType.TLSA_INVALID if tlsa.dropped else tlsrpt.ResultType.DANE_REQUIRED
+        found = kind, tlsa.reason
+    elif sts is not None and sts.lookup is not None:
+        fetch = tlsrpt.sts_failure(sts.lookup)
+        if fetch is not None:
+            found = fetch.result_type, fetch.failure_reason_code
+        elif sts.mx_listed is False:
+            found = tlsrpt.ResultType.VALIDATION_FAILURE, MX_NOT_LISTED
+    if found is None:
+        return None
+    name = host.lower().rstrip(".")
+    detail = tlsrpt.FailureDetail(
+        found[0], receiving_mx_hostname=name, receiving_ip=remote_ip, failure_reason_code=found[1]
+    )
+    return tlsrpt.SessionResult(domain, _report_policy(sts, tlsa, name), False, detail, at)
 
 
 def timing_of(schedule: registry.DeliverySchedule, /) -> timing.Schedule:

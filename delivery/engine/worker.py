@@ -32,9 +32,19 @@ Outcomes:
     that fails leaves the lease to lapse: the recipients are due again, never dropped.
     Nothing is recorded delivered without a 2xx from the next hop (or a maildir write).
 
+TLS policies (DESIGN §5):
+    The worker owns what its attempts share: one `MtaStsResolver` (policies cached across
+    attempts, closed on stop) and one `DnssecProbe`, which asks the resolver for the SOA of
+    ``[dns] dnssec_probe`` (a signed name) at start and every `DNSSEC_PROBE_INTERVAL_MS`:
+    while it does not come back with AD, DANE is unavailable (never every signed domain
+    bogus), loudly in the log and in /healthz. Attempts that need the answer wait for the
+    first probe, so no delivery runs with DANE undecided. With a `TlsRptStore`, the TLS-RPT
+    results of each attempt are recorded after it (results of messages with source
+    ``report`` are ignored by the store: RFC 8460 §5.3).
+
 Security:
-    One misbehaving delivery (hostile server, slow DNS) holds one slot of its queue for at
-    most ``attempt_timeout_ms``; every other delivery goes on.
+    One misbehaving delivery (hostile server, slow DNS, hostile policy host) holds one slot
+    of its queue for at most ``attempt_timeout_ms``; every other delivery goes on.
 
 Limits:
     A lease lasts ``attempt_timeout_ms`` + `LEASE_MARGIN_MS`: the store must not hand the
@@ -70,13 +80,14 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from delivery import config, durations, expr
 from delivery.dns import resolver as dns_resolver
 from delivery.engine import attempt, dsn, intake, outcome, planner, variables
 from delivery.engine import schedule as timing
 from delivery.errors import DnsTempFail, LastError
+from delivery.policy import mtasts_fetch, tlsrpt, tlsrpt_store
 from delivery.queue import model
 from delivery.queue import store as queue_store
 from delivery.registry import snapshot as registry
@@ -85,7 +96,9 @@ __all__ = [
     "DEFAULT_ATTEMPT_TIMEOUT_MS",
     "DEFAULT_GRACE_MS",
     "DEFAULT_POLL_INTERVAL_MS",
+    "DNSSEC_PROBE_INTERVAL_MS",
     "LEASE_MARGIN_MS",
+    "DnssecProbe",
     "Settled",
     "SnapshotSource",
     "Worker",
@@ -114,6 +127,109 @@ CATCH_ALL_BATCH = 10
 
 SETTLED_HISTORY = 1000
 """Recent outcomes kept in `Worker.settled` for health reports and tests."""
+
+DNSSEC_PROBE_INTERVAL_MS = 60_000
+"""How often the resolver's DNSSEC validation is checked again after the start: a resolver
+that stops validating makes every signed domain look unsigned (DANE silently off), and one
+that came up late should give DANE back soon; one uncached SOA query a minute costs nothing."""
+
+DnssecState = Literal["pending", "validating", "not-validating", "off"]
+
+
+class DnssecProbe:
+    """Whether the worker's resolver validates DNSSEC (DESIGN §5 step 2).
+
+    The resolver is asked for the SOA of a DNSSEC-signed name; an answer with AD (believed
+    under ``dnssec = "trust-ad"``) means it validates. Asked by `start`, then every
+    ``interval_ms``; each change is logged (a lost validation as a warning).
+
+    :param resolver: the worker's resolver.
+    :param name: the signed name (``[dns] dnssec_probe``).
+    :param enabled: ``[dns] dnssec`` is ``trust-ad``; when False nothing is asked and DANE
+        is never used.
+    """
+
+    def __init__(
+        self,
+        resolver: dns_resolver.Resolver,
+        name: str,
+        /,
+        *,
+        enabled: bool,
+        interval_ms: int = DNSSEC_PROBE_INTERVAL_MS,
+    ) -> None:
+        self._resolver = resolver
+        self.name = name
+        self.enabled = enabled
+        self._interval_s = interval_ms / 1000
+        self._result: bool | None = None if enabled else False
+        self._known = asyncio.Event()
+        if not enabled:
+            self._known.set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> DnssecState:
+        """pending (no answer yet), validating, not-validating, or off (``dnssec = "off"``)."""
+        if not self.enabled:
+            return "off"
+        if self._result is None:
+            return "pending"
+        return "validating" if self._result else "not-validating"
+
+    def describe(self) -> str:
+        """The state in one sentence, for /healthz and the log."""
+        match self.state:
+            case "off":
+                return 'DNSSEC is not trusted ([dns] dnssec = "off"): DANE is not used'
+            case "pending":
+                return f"DNSSEC probe of {self.name} not answered yet"
+            case "validating":
+                return f"the resolver validates DNSSEC (AD on {self.name}): DANE is in use"
+            case "not-validating":
+                return (
+                    f"the resolver does not validate DNSSEC (no AD on {self.name}, a signed "
+                    "name): DANE is unavailable, signed domains get no DANE protection"
+                )
+
+    async def validating(self) -> bool:
+        """True when the resolver validates; waits for the first probe to answer."""
+        await self._known.wait()
+        return bool(self._result)
+
+    async def check(self) -> bool:
+        """Ask the resolver now; log a change."""
+        found = await self._resolver.probe_dnssec(self.name)
+        previous, self._result = self._result, found
+        self._known.set()
+        if found and previous is not True:
+            log.info("%s", self.describe())
+        elif not found and previous is not False:
+            log.warning("%s; check [dns] nameservers and dnssec", self.describe())
+        return found
+
+    def start(self) -> None:
+        """Probe now and every interval, in a task this probe owns."""
+        if self.enabled and self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"dnssec probe {self.name}")
+
+    async def stop(self) -> None:
+        """Cancel the probing task."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:  # the probe must outlive any one failure: DANE waits on it
+                log.exception("the DNSSEC probe of %s failed", self.name)
+                if self._result is None:
+                    self._result = False
+                self._known.set()
+            await asyncio.sleep(self._interval_s)
 
 
 class SnapshotSource(Protocol):
@@ -273,10 +389,15 @@ class Worker:
     :param settings: the daemon settings.
     :param registry: where the registry snapshot is read, once per lease round and job.
     :param store: the queue.
-    :param resolver: the DNS resolver for MX, address and ``dns_query()`` lookups.
+    :param resolver: the DNS resolver for MX, address, TLSA and ``dns_query()`` lookups.
     :param owner: this worker's lease owner name: unique among processes sharing the queue,
         stable across restarts (see Limits).
     :param clock: epoch milliseconds.
+    :param mta_sts: the MTA-STS resolver; by default one on ``resolver`` and ``[tls]
+        ca_file``, owned (closed on stop) by the worker.
+    :param tlsrpt: where TLS-RPT results are recorded; None: not recorded.
+    :param dnssec_probe_interval_ms: how often the DNSSEC probe asks again.
+    :raises OSError, ssl.SSLError: ``[tls] ca_file`` cannot be read.
     """
 
     def __init__(
@@ -292,6 +413,9 @@ class Worker:
         grace_ms: int = DEFAULT_GRACE_MS,
         clock: Callable[[], int] = model.now_ms,
         rng: random.Random | None = None,
+        mta_sts: mtasts_fetch.MtaStsResolver | None = None,
+        tlsrpt: tlsrpt_store.TlsRptStore | None = None,
+        dnssec_probe_interval_ms: int = DNSSEC_PROBE_INTERVAL_MS,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -317,6 +441,19 @@ class Worker:
         self.settled: collections.deque[Settled] = collections.deque(maxlen=SETTLED_HISTORY)
         self.settled_total = 0
         self._settled_changed = asyncio.Condition()
+        self._own_mta_sts = mta_sts is None
+        self.mta_sts = mta_sts or mtasts_fetch.MtaStsResolver(
+            resolver, ca_file=settings.tls.ca_file
+        )
+        """The MTA-STS policies of recipient domains, cached across attempts."""
+        self.dnssec = DnssecProbe(
+            resolver,
+            settings.dns.dnssec_probe,
+            enabled=settings.dns.dnssec == "trust-ad",
+            interval_ms=dnssec_probe_interval_ms,
+        )
+        """Whether the resolver validates DNSSEC (DANE is unavailable while it does not)."""
+        self.tlsrpt = tlsrpt
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -348,6 +485,7 @@ class Worker:
             )
         self._stopping = False
         self.peak.clear()
+        self.dnssec.start()
         self._loop_task = asyncio.create_task(self._loop(), name=f"delivery worker {self.owner}")
 
     async def stop(self) -> None:
@@ -373,6 +511,9 @@ class Worker:
                 await asyncio.wait(pending)
         with contextlib.suppress(queue_store.QueueError):
             await self._store.release(self.owner, now=self._clock())
+        await self.dnssec.stop()
+        if self._own_mta_sts:
+            await self.mta_sts.close()
         for closer in reversed(self._on_stop):
             result = closer()
             if asyncio.iscoroutine(result):
@@ -581,15 +722,24 @@ class Worker:
                 route=chosen,
                 targets=tuple(targets),
             )
-            await attempt.Attempt(
-                job,
-                settings=self._settings,
-                snapshot=snapshot,
-                resolver=self._resolver,
-                env=self._env,
-                results=results,
-                rng=self._rng,
-            ).run()
+            sessions: list[tlsrpt.SessionResult] = []
+            try:
+                await attempt.Attempt(
+                    job,
+                    settings=self._settings,
+                    snapshot=snapshot,
+                    resolver=self._resolver,
+                    mta_sts=self.mta_sts,
+                    dnssec=self.dnssec,
+                    env=self._env,
+                    results=results,
+                    tls_results=sessions,
+                    rng=self._rng,
+                    clock=self._clock,
+                ).run()
+            finally:  # the sessions took place, whatever became of the attempt
+                if self.tlsrpt is not None and sessions:
+                    self.tlsrpt.record(sessions, source=message.source)
 
     # ---- recording --------------------------------------------------------------------------
 
@@ -887,19 +1037,24 @@ def build_worker(
     /,
     *,
     owner: str | None = None,
+    tlsrpt: tlsrpt_store.TlsRptStore | None = None,
 ) -> Worker:
     """build_worker - the worker `delivery serve` runs, with a resolver from the settings.
 
-    The resolver is closed when the worker stops.
+    The resolver (and the worker's MTA-STS resolver) are closed when the worker stops.
 
     :param owner: the lease owner name; default the ``hostname`` setting (one daemon per host
         and queue; see the module docstring).
+    :param tlsrpt: where TLS-RPT results are recorded; None: not recorded.
+    :raises OSError, ssl.SSLError: ``[tls] ca_file`` cannot be read.
     """
     resolver = dns_resolver.Resolver(
         settings.dns.servers(),
         timeout_ms=settings.dns.timeout_ms,
         trust_ad=settings.dns.dnssec == "trust-ad",
     )
-    worker = Worker(settings, registry, store, resolver, owner=owner or settings.hostname)
+    worker = Worker(
+        settings, registry, store, resolver, owner=owner or settings.hostname, tlsrpt=tlsrpt
+    )
     worker.close_on_stop(resolver.close)
     return worker
