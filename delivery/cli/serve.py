@@ -4,6 +4,15 @@ Loads the settings, then starts the daemon's components in the order of `COMPONE
 async context manager, and runs until SIGTERM or SIGINT (Ctrl-C); it then unwinds them in
 reverse order (STYLE §15): the API stops taking requests before the registry closes.
 
+    store        registry, queue and (``[tlsrpt] enabled``) the TLS-RPT aggregates, all in the
+                 one database file
+    worker       the delivery worker, its MTA-STS resolver and DNSSEC probe; /healthz "worker"
+                 and "dns" (degraded while the resolver does not validate DNSSEC: no DANE)
+    tlsrpt       the daily TLS reports (RFC 8460): `send_reports` every hour, in a task it
+                 owns; mail reports are queued with source ``report`` (null sender)
+    submission   the SMTP submission listener
+    api          the management API, /healthz and /metrics
+
 Outcomes (exit status):
     0  stopped by SIGTERM or SIGINT, every component closed
     1  a component could not start (address in use, store unreachable); the message says which
@@ -28,11 +37,14 @@ from dataclasses import dataclass, field
 
 import click
 
-from delivery import config
+from delivery import config, expr
 from delivery.api import bootstrap, health, metrics, server
 from delivery.engine import attempt as engine_attempt
+from delivery.engine import intake
 from delivery.engine import worker as engine_worker
 from delivery.errors import ConfigError, DeliveryError
+from delivery.policy import tlsrpt_send, tlsrpt_store
+from delivery.queue import model
 from delivery.queue import sqlite as queue_sqlite
 from delivery.queue import store as queue_store
 from delivery.registry.service import Registry
@@ -40,7 +52,15 @@ from delivery.submit import credentials as submit_credentials
 from delivery.submit import listener as submit_listener
 from delivery.submit import planning as submit_planning
 
-__all__ = ["COMPONENTS", "Component", "Runtime", "run_daemon", "serve"]
+__all__ = [
+    "COMPONENTS",
+    "Component",
+    "Runtime",
+    "report_sender",
+    "run_daemon",
+    "send_reports",
+    "serve",
+]
 
 log = logging.getLogger("delivery.serve")
 
@@ -63,6 +83,8 @@ class Runtime:
     """The message queue; set by `store`."""
     worker: engine_worker.Worker | None = None
     """The delivery worker; set by `worker`."""
+    tlsrpt: tlsrpt_store.TlsRptStore | None = None
+    """The TLS-RPT aggregates; set by `store` when ``[tlsrpt] enabled``."""
     api_url: str | None = None
     """The API's bound base URL; set by `api`."""
 
@@ -100,7 +122,15 @@ async def store(runtime: Runtime) -> AsyncIterator[None]:
     except BaseException:
         await registry.close()
         raise
-    runtime.registry, runtime.queue = registry, queue
+    reports: tlsrpt_store.TlsRptStore | None = None
+    if runtime.settings.tlsrpt.enabled:
+        try:
+            reports = await tlsrpt_store.TlsRptStore.open(config.sqlite_path(url))
+        except BaseException:
+            await queue.close()
+            await registry.close()
+            raise
+    runtime.registry, runtime.queue, runtime.tlsrpt = registry, queue, reports
     registry_health = server.store_health(registry)
 
     async def store_health() -> health.Health:
@@ -113,7 +143,10 @@ async def store(runtime: Runtime) -> AsyncIterator[None]:
     finally:
         runtime.health_checks.remove("store")
         runtime.registry = runtime.queue = None
+        runtime.tlsrpt = None
         try:
+            if reports is not None:
+                await reports.close()
             await queue.close()
         finally:
             await registry.close()
@@ -124,7 +157,7 @@ async def worker(runtime: Runtime) -> AsyncIterator[None]:
     """Run the delivery worker; it drains in-flight deliveries when the daemon stops."""
     settings = runtime.settings
     delivery_worker = engine_worker.build_worker(
-        settings, runtime.require_registry(), runtime.require_queue()
+        settings, runtime.require_registry(), runtime.require_queue(), tlsrpt=runtime.tlsrpt
     )
     servers = settings.dns.servers()
 
@@ -138,9 +171,13 @@ async def worker(runtime: Runtime) -> AsyncIterator[None]:
             return health.Health("failed", "no nameserver: set [dns] nameservers")
         cache = delivery_worker.resolver.cache
         listed = ", ".join(f"{host}:{port}" for host, port in servers)
+        probe = delivery_worker.dnssec
+        # A resolver that does not validate leaves every signed domain without DANE: the
+        # daemon works, with a weaker guarantee than its operator asked for.
+        status: health.Status = "degraded" if probe.state in ("not-validating", "off") else "ok"
         return health.Health(
-            "ok",
-            f"nameservers {listed}; dnssec {settings.dns.dnssec}; "
+            status,
+            f"{probe.describe()}; nameservers {listed}; "
             f"cache {cache.hits} hits, {cache.misses} misses",
         )
 
@@ -154,6 +191,87 @@ async def worker(runtime: Runtime) -> AsyncIterator[None]:
             runtime.health_checks.remove("dns")
             runtime.health_checks.remove("worker")
             runtime.worker = None
+
+
+def report_sender(settings: config.Settings, /) -> tlsrpt_send.ReportSender:
+    """report_sender - who signs the TLS reports: ``[tlsrpt]``, else derived from ``hostname``."""
+    default = tlsrpt_send.ReportSender.for_host(settings.hostname)
+    contact = settings.tlsrpt.contact or default.contact_info
+    return tlsrpt_send.ReportSender(
+        organization_name=settings.tlsrpt.organization or default.organization_name,
+        contact_info=contact,
+        from_address=contact,
+        reporting_mta=settings.hostname,
+    )
+
+
+async def send_reports(runtime: Runtime, /, *, now: int) -> tlsrpt_send.RunSummary | None:
+    """send_reports - one run of the daily TLS reports (`tlsrpt_send.run_daily`) at ``now``.
+
+    Mail reports are queued like any mail (the ``schedule`` expression places them, with
+    source ``report`` and a null sender: a report that bounces must not bounce back), and the
+    worker is woken. None when TLS reports are disabled.
+
+    :param now: epoch ms: which days are finished (the reports of a UTC day leave from 00:15
+        the next day). The queued mail itself is stamped with the real time.
+    :raises TlsRptStoreError: the aggregates cannot be read.
+    """
+    reports = runtime.tlsrpt
+    if reports is None:
+        return None
+    settings = runtime.settings
+    registry, queue = runtime.require_registry(), runtime.require_queue()
+    delivery_worker = runtime.require_worker()
+    env = expr.Environment(local_domains=frozenset(settings.local.domains))
+    lookup = engine_attempt.make_lookup(delivery_worker.resolver)
+
+    async def enqueue_report(message: bytes, to: str) -> None:
+        received = model.now_ms()
+        new = model.NewMessage(
+            sender="", body=message, source=model.MessageSource.REPORT, received_at=received
+        )
+        planned = await intake.plan_recipients(
+            registry.snapshot(),
+            new,
+            [intake.RecipientRequest(to)],
+            env=env,
+            lookup=lookup,
+            now=received,
+        )
+        await queue.enqueue(new, planned)
+        delivery_worker.wake()
+
+    return await tlsrpt_send.run_daily(
+        reports,
+        sender=report_sender(settings),
+        resolver=delivery_worker.resolver,
+        enqueue_report=enqueue_report,
+        ca_file=settings.tls.ca_file,
+        now=now,
+    )
+
+
+@contextlib.asynccontextmanager
+async def tlsrpt(runtime: Runtime) -> AsyncIterator[None]:
+    """Send the TLS reports of finished days: at start, then every hour (RFC 8460 §5)."""
+    runtime.require_worker()
+
+    async def every_hour() -> None:
+        while True:
+            try:
+                await send_reports(runtime, now=model.now_ms())
+            except tlsrpt_store.TlsRptStoreError as exc:
+                log.error("TLS reports not sent: %s; trying again in an hour", exc)
+            except Exception:  # the reports must outlive any one bug: log, wait, go on
+                log.exception("TLS reports failed; trying again in an hour")
+            await asyncio.sleep(tlsrpt_send.RUN_INTERVAL_MS / 1000)
+
+    task = asyncio.create_task(every_hour(), name="tls reports")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
 
 
 @contextlib.asynccontextmanager
@@ -219,10 +337,11 @@ async def api(runtime: Runtime) -> AsyncIterator[None]:
         yield
 
 
-COMPONENTS: tuple[Component, ...] = (store, worker, submission, api)
+COMPONENTS: tuple[Component, ...] = (store, worker, tlsrpt, submission, api)
 """The daemon's parts, started in this order and stopped in reverse: the API (and its health
 report) comes up last, once everything it reports on runs, and stops first; the worker stops
-before the store closes, so that in-flight deliveries are recorded or handed back."""
+before the store closes, so that in-flight deliveries are recorded or handed back; the TLS
+reports stop before the worker they queue mail for."""
 
 
 async def run_daemon(
