@@ -400,8 +400,9 @@ async def tlsa_tamperer(
 async def test_tlsa_records_of_a_wrong_length_are_a_temporary_failure(
     make_lab: MakeLab, start_daemon: StartDaemon, harness_pool: loopback.LoopbackPool
 ) -> None:
-    """Such an answer does not parse: the TLSA lookup failed, and the host is skipped for now
-    (never delivered to without DANE); another domain of the same run is delivered."""
+    """Such an answer does not parse: the resolver drops it as it drops any malformed packet
+    and waits for a good one until ``[dns] timeout``; the TLSA lookup failed, and the host is
+    skipped for now (never delivered to without DANE); another domain of the run is delivered."""
     lab = await make_lab(
         {
             "domains": {
