@@ -589,6 +589,13 @@ class Attempt:
             for group in await self._host_groups(candidate.host, candidate.ip, relay):
                 policy = await self._host_policy(candidate, candidate.ip, group.tls.value, relay)
                 if policy.failure is not None:
+                    log.info(
+                        "not using %s[%s] for %s: %s",
+                        candidate.host,
+                        candidate.ip,
+                        self.job.domain,
+                        policy.failure.reason,
+                    )
                     self._record(
                         planner.refused_result(
                             self.job.domain,
