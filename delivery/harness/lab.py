@@ -192,10 +192,18 @@ class Lab:
         return make_zones(self.scenario, self.addresses, self.policy_addresses, tlsa)
 
     def settings(self) -> dict[str, dict[str, object]]:
-        """The `delivery` settings that point at this lab, as a mapping."""
+        """The `delivery` settings that point at this lab, as a mapping.
+
+        With a DNSSEC-secure zone in the scenario, its origin is the engine's DNSSEC probe
+        (``[dns] dnssec_probe``): the lab's resolver answers only its own zones, not the root.
+        """
         host, port = self.dns.address
+        dns: dict[str, object] = {"nameservers": [f"{host}:{port}"], "dnssec": "trust-ad"}
+        secure = [zone.origin for zone in self.zones() if zone.dnssec == "secure"]
+        if secure:
+            dns["dnssec_probe"] = secure[0]
         return {
-            "dns": {"nameservers": [f"{host}:{port}"], "dnssec": "trust-ad"},
+            "dns": dns,
             "smtp": {"port": self.smtp_port},
             "tls": {"ca_file": str(self.ca_file)},
         }

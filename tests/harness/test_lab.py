@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from delivery import config
+from delivery.dns import resolver as dns_resolver
 from delivery.harness import lab, scenario
 from delivery.harness.dns_server import RecordSpec
 from delivery.harness.mtasts_server import POLICY_PATH, Policy, format_policy, format_txt
@@ -300,3 +301,19 @@ async def test_settings_toml_says_where_everything_is(make_lab: MakeLab) -> None
     policy_host, policy_port = the_lab.policy_server.address
     assert f"#   MTA-STS policy server = {policy_host}:{policy_port}" in text
     assert the_lab.settings()["smtp"] == {"port": the_lab.smtp_port}
+
+
+async def test_settings_point_the_dnssec_probe_at_a_signed_zone_of_the_lab(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    """`delivery harness run` + `delivery serve` must find a validating resolver, or DANE is off."""
+    the_lab = await make_lab(SCENARIOS / "dane.toml")
+    settings_file = tmp_path / "delivery.toml"
+    settings_file.write_text(the_lab.settings_toml())
+    settings = config.load(settings_file, environ={})
+    assert settings.dns.dnssec_probe == "dane.test."
+    async with dns_resolver.Resolver(settings.dns.servers(), timeout_ms=2000) as resolver:
+        assert await resolver.probe_dnssec(settings.dns.dnssec_probe)
+
+    plain = await make_lab(SCENARIOS / "plain.toml")
+    assert "dnssec_probe" not in plain.settings()["dns"]
