@@ -81,7 +81,7 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
             """Start ``components`` on ``lab``.
 
             :param dnssec_probe: the signed name the DNSSEC probe asks (a secure zone of the
-                lab); None keeps the default root, which the lab does not serve: the
+                lab); None asks the default root, which the lab does not serve: the
                 resolver then counts as not validating and DANE is unavailable.
             :param settings: more settings sections, merged over the lab's.
             """
@@ -92,8 +92,7 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
                 **lab.settings(),
             }
             data["dns"] = {**data["dns"], "timeout": DNS_TIMEOUT_MS}
-            if dnssec_probe is not None:
-                data["dns"]["dnssec_probe"] = dnssec_probe
+            data["dns"]["dnssec_probe"] = dnssec_probe or "."
             for section, values in (settings or {}).items():
                 data[section] = {**data.get(section, {}), **values}
             runtime = serve.Runtime(config.Settings.model_validate(data))
