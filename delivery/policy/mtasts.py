@@ -53,6 +53,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, assert_never
 
 from delivery.errors import LastError
+from delivery.policy import txt
 
 __all__ = [
     "MTA_STS_MAX_AGE_S",
@@ -105,7 +106,6 @@ _EXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")  # §3.1/§3.2 ext-na
 _TXT_EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+")  # §3.1: no '=', ';', SP, controls
 # §3.2 sts-policy-ext-value: visible ASCII or UTF-8, inner spaces, no tabs or controls
 _POLICY_EXT_VALUE = re.compile(r"[^\x00-\x20\x7f]([^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?")
-_STS_RECORD = re.compile(r"v=STSv1[ \t]*;")  # §3.1: records not starting so are discarded
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # anything but TAB below SP, and DEL
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # RFC 5321 sub-domain, ASCII
 _MAX_MAX_AGE_DIGITS = 10  # §3.2: 1*10(DIGIT)
@@ -144,23 +144,10 @@ def parse_txt(records: Sequence[str], /) -> TxtResult:
     >>> parse_txt(["v=STSv1; id=a", "v=STSv1; id=b"]).status
     <TxtStatus.ABSENT: 'absent'>
     """
-    candidates = [record for record in records if _STS_RECORD.match(record)]
-    if not candidates:
-        near = next((r for r in records if r[:7].lower() == "v=stsv1"), None)
-        if near is not None:
-            reason = f"TXT record {_quote(near)} does not begin with 'v=STSv1;': discarded"
-        elif records:
-            reason = f"none of the {len(records)} TXT records begins with 'v=STSv1;'"
-        else:
-            reason = "no TXT record"
-        return TxtResult(TxtStatus.ABSENT, reason=reason)
-    if len(candidates) > 1:
-        return TxtResult(
-            TxtStatus.ABSENT,
-            reason=f"{len(candidates)} TXT records begin with 'v=STSv1;': "
-            "treated as no policy (RFC 8461 §3.1)",
-        )
-    record = candidates[0]
+    chosen = txt.select_record(records, "v=STSv1", several="treated as no policy (RFC 8461 §3.1)")
+    if isinstance(chosen, txt.NoRecord):
+        return TxtResult(TxtStatus.ABSENT, reason=chosen.reason)
+    record = chosen
     fields = [part.strip(_WSP) for part in record.split(";")[1:]]
     if fields and fields[-1] == "":
         fields.pop()  # a final ';' is allowed
@@ -168,12 +155,12 @@ def parse_txt(records: Sequence[str], /) -> TxtResult:
     for field in fields:
         fault = _txt_field_fault(field)
         if fault:
-            return TxtResult(TxtStatus.INVALID, reason=f"TXT record {_quote(record)}: {fault}")
+            return TxtResult(TxtStatus.INVALID, reason=f"TXT record {txt.quote(record)}: {fault}")
         name, _, value = field.partition("=")
         if name == "id" and not policy_id:  # a repeated field keeps its first value (§3.2)
             policy_id = value
     if not policy_id:
-        return TxtResult(TxtStatus.INVALID, reason=f"TXT record {_quote(record)} has no id=")
+        return TxtResult(TxtStatus.INVALID, reason=f"TXT record {txt.quote(record)} has no id=")
     return TxtResult(TxtStatus.FOUND, policy_id=policy_id)
 
 
@@ -183,15 +170,15 @@ def _txt_field_fault(field: str) -> str:
         return "an empty field between two ';'"
     name, equals, value = field.partition("=")
     if not equals:
-        return f"field {_quote(field)} is not name=value"
+        return f"field {txt.quote(field)} is not name=value"
     if name == "id":
         if not _POLICY_ID.fullmatch(value):
-            return f"id {_quote(value)} is not 1 to 32 letters and digits"
+            return f"id {txt.quote(value)} is not 1 to 32 letters and digits"
         return ""
     if not _EXT_NAME.fullmatch(name):
-        return f"field name {_quote(name)} is not 1-32 letters, digits, '_', '-' or '.'"
+        return f"field name {txt.quote(name)} is not 1-32 letters, digits, '_', '-' or '.'"
     if not _TXT_EXT_VALUE.fullmatch(value):
-        return f"field {_quote(field)} has a value with a space, '=', ';' or a control character"
+        return f"field {txt.quote(field)} has a value with a space, '=', ';' or a control character"
     return ""
 
 
@@ -294,7 +281,7 @@ def parse_policy(body: bytes, /) -> Policy | PolicyError:
         if name == "mx":
             pattern = _mx_pattern(value)
             if pattern.startswith("!"):
-                return PolicyError(f"mx {_quote(value)}: {pattern[1:]}", number)
+                return PolicyError(f"mx {txt.quote(value)}: {pattern[1:]}", number)
             if len(mx) == MTA_STS_MAX_MX_PATTERNS:
                 return PolicyError(f"more than {MTA_STS_MAX_MX_PATTERNS} mx patterns", number)
             mx.append(pattern)
@@ -320,16 +307,16 @@ def _policy_field(line: str) -> tuple[str, str] | str:
         return f"control character U+{ord(control.group()):04X} at column {control.start() + 1}"
     name, colon, rest = line.partition(":")
     if not colon:
-        return f"{_quote(line)} is not 'name: value' (no ':')"
+        return f"{txt.quote(line)} is not 'name: value' (no ':')"
     if not _EXT_NAME.fullmatch(name):
         if name.startswith("\ufeff"):
             return "a byte-order mark (U+FEFF) starts the line: not allowed in a policy"
         if name.strip(_WSP) != name:
-            return f"field name {_quote(name)}: no space is allowed around a name, before ':'"
-        return f"field name {_quote(name)} is not 1-32 letters, digits, '_', '-' or '.'"
+            return f"field name {txt.quote(name)}: no space is allowed around a name, before ':'"
+        return f"field name {txt.quote(name)} is not 1-32 letters, digits, '_', '-' or '.'"
     value = rest.strip(_WSP)
     if name not in ("version", "mode", "max_age", "mx") and not _POLICY_EXT_VALUE.fullmatch(value):
-        return f"field {_quote(name)} has an empty value or a tab inside it"
+        return f"field {txt.quote(name)} has an empty value or a tab inside it"
     return name, value
 
 
@@ -351,7 +338,7 @@ def _mx_pattern(value: str) -> str:
     for label in labels:
         if not _LABEL.fullmatch(label):
             return (
-                f"!label {_quote(label)} is not 1-63 letters, digits and inner hyphens "
+                f"!label {txt.quote(label)} is not 1-63 letters, digits and inner hyphens "
                 "(RFC 5321 §4.1.2)"
             )
     return ("*." if wildcard else "") + ".".join(labels)
@@ -372,16 +359,16 @@ def _assemble(
             return PolicyError(f"no '{name}' field: it is required (RFC 8461 §3.2){hint}")
     line, version = first["version"]
     if version != "STSv1":
-        return PolicyError(f"version {_quote(version)} is not supported (expected STSv1)", line)
+        return PolicyError(f"version {txt.quote(version)} is not supported (expected STSv1)", line)
     line, mode_text = first["mode"]
     if mode_text not in ("enforce", "testing", "none"):
         return PolicyError(
-            f"mode {_quote(mode_text)} is not enforce, testing or none (case-sensitive)", line
+            f"mode {txt.quote(mode_text)} is not enforce, testing or none (case-sensitive)", line
         )
     mode = Mode(mode_text)
     line, age_text = first["max_age"]
     if not (age_text.isascii() and age_text.isdigit()) or len(age_text) > _MAX_MAX_AGE_DIGITS:
-        return PolicyError(f"max_age {_quote(age_text)} is not 1 to 10 digits", line)
+        return PolicyError(f"max_age {txt.quote(age_text)} is not 1 to 10 digits", line)
     max_age = int(age_text)
     if max_age > MTA_STS_MAX_AGE_S:
         return PolicyError(
@@ -719,10 +706,3 @@ def screen_mx(
         )
         failure = MtaStsVerdict(Action.DEFER, lookup.domain, "", reason, lookup, False)
     return MxScreening(verdicts, failure)
-
-
-def _quote(text: str) -> str:
-    """``text`` quoted for a message, shortened: it may be hostile and long."""
-    limit = 80
-    shown = text if len(text) <= limit else text[:limit] + "..."
-    return repr(shown)

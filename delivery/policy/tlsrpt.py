@@ -61,7 +61,7 @@ from email.message import EmailMessage
 from typing import Any, Literal, assert_never
 
 from delivery.dns.result import TlsaRecord
-from delivery.policy import dane, mtasts
+from delivery.policy import dane, mtasts, txt
 from delivery.queue import model
 
 __all__ = [
@@ -135,7 +135,6 @@ TLSRPT_MAX_REPORT_BYTES = 16 * 1024 * 1024
 _DAY_S = 86400
 _WSP = " \t"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TLSRPT_RECORD = re.compile(r"v=TLSRPTv1[ \t]*;")  # §3: records not starting so are discarded
 _EXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")  # §3 tlsrpt-ext-name
 _EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+")  # §3 tlsrpt-ext-value
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")  # RFC 3986 §3.1
@@ -915,26 +914,13 @@ def parse_tlsrpt_txt(records: Sequence[str], /) -> TxtResult:
     ... # doctest: +ELLIPSIS
     TxtResult(status=<TxtStatus.ABSENT: 'absent'>, record=None, reason="2 TXT records begin...")
     """
-    candidates = [record for record in records if _TLSRPT_RECORD.match(record)]
-    if not candidates:
-        near = next((r for r in records if r[:10].lower() == "v=tlsrptv1"), None)
-        if near is not None:
-            reason = f"TXT record {_quote(near)} does not begin with 'v=TLSRPTv1;': discarded"
-        elif records:
-            reason = f"none of the {len(records)} TXT records begins with 'v=TLSRPTv1;'"
-        else:
-            reason = "no TXT record"
-        return TxtResult(TxtStatus.ABSENT, reason=reason)
-    if len(candidates) > 1:
-        return TxtResult(
-            TxtStatus.ABSENT,
-            reason=f"{len(candidates)} TXT records begin with 'v=TLSRPTv1;': treated as no "
-            "TLS-RPT (RFC 8460 §3)",
-        )
-    record = candidates[0]
+    chosen = txt.select_record(records, "v=TLSRPTv1", several="treated as no TLS-RPT (RFC 8460 §3)")
+    if isinstance(chosen, txt.NoRecord):
+        return TxtResult(TxtStatus.ABSENT, reason=chosen.reason)
+    record = chosen
     parsed = _parse_record(record)
     if isinstance(parsed, str):
-        return TxtResult(TxtStatus.INVALID, reason=f"TXT record {_quote(record)}: {parsed}")
+        return TxtResult(TxtStatus.INVALID, reason=f"TXT record {txt.quote(record)}: {parsed}")
     return TxtResult(TxtStatus.FOUND, parsed)
 
 
@@ -953,16 +939,16 @@ def _parse_record(record: str) -> TlsRptRecord | str:
             return "an empty field between two ';'"
         name, equals, value = text.partition("=")
         if not equals:
-            return f"field {_quote(text)} is not name=value"
+            return f"field {txt.quote(text)} is not name=value"
         if not _EXT_NAME.fullmatch(name):
-            return f"field name {_quote(name)} is not 1-32 letters, digits, '_', '-' or '.'"
+            return f"field name {txt.quote(name)} is not 1-32 letters, digits, '_', '-' or '.'"
         if name == "rua":
             if rua_text is not None:
                 notes.append("'rua' repeated: the first one applies")
                 continue
             rua_text = value
         elif not _EXT_VALUE.fullmatch(value):
-            return f"field {_quote(text)} has a value with a space, '=' or a control character"
+            return f"field {txt.quote(text)} has a value with a space, '=' or a control character"
         else:
             other_names.append(name)
     if rua_text is None:
@@ -988,17 +974,17 @@ def _parse_ruas(text: str, notes: list[str]) -> tuple[Rua, ...] | str:
         uri = raw.strip(_WSP)
         problem = _uri_problem(uri)
         if problem:
-            return f"rua {_quote(uri)}: {problem}"
+            return f"rua {txt.quote(uri)}: {problem}"
         scheme = uri.partition(":")[0].lower()
         if scheme not in ("mailto", "https"):
-            notes.append(f"rua {_quote(uri)} ignored: only mailto: and https: are supported")
+            notes.append(f"rua {txt.quote(uri)} ignored: only mailto: and https: are supported")
             continue
         if uri in seen:
             continue
         seen.add(uri)
         rua = _mailto(uri) if scheme == "mailto" else _https(uri)
         if isinstance(rua, str):
-            return f"rua {_quote(uri)}: {rua}"
+            return f"rua {txt.quote(uri)}: {rua}"
         if len(ruas) == TLSRPT_MAX_RUAS:
             notes.append(f"more than {TLSRPT_MAX_RUAS} destinations: the first ones are used")
             break
@@ -1035,7 +1021,7 @@ def _mailto(uri: str) -> Rua | str:
     if "," in address or _LOCAL_PART_BAD.search(local) or not local.isascii():
         return "not exactly one plain ASCII address"
     if not _LDH_NAME.fullmatch(domain.rstrip(".")):
-        return f"domain {_quote(domain)} is not a host name"
+        return f"domain {txt.quote(domain)} is not a host name"
     return Rua(uri, "mailto", f"{local}@{_normal_domain(domain)}")
 
 
@@ -1052,7 +1038,7 @@ def _https(uri: str) -> Rua | str:
     if not host:
         return "no host"
     if not (_LDH_NAME.fullmatch(host.rstrip(".")) or _is_ip_literal(host)):
-        return f"host {_quote(host)} is not a host name or IP literal"
+        return f"host {txt.quote(host)} is not a host name or IP literal"
     return Rua(uri, "https", urllib.parse.urlunsplit(parts._replace(fragment="")))
 
 
@@ -1062,9 +1048,3 @@ def _is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _quote(text: str) -> str:
-    """``text`` quoted for a message, shortened: it may be hostile and long."""
-    limit = 80
-    return repr(text if len(text) <= limit else text[:limit] + "...")
