@@ -42,7 +42,7 @@ import aiosqlite
 
 from bench.throughput_kit import batch, procs
 from delivery import config, expr
-from delivery.engine import intake
+from delivery.engine import attempt, intake
 from delivery.engine import worker as engine_worker
 from delivery.queue import model
 from delivery.queue import store as queue_store
@@ -133,14 +133,15 @@ def _emit(kind: str, payload: dict[str, Any]) -> None:
 
 
 async def _fill(
-    registry: Registry, store: SqliteQueueStore, settings: config.Settings, count: int
+    registry: Registry,
+    store: SqliteQueueStore,
+    worker: engine_worker.Worker,
+    settings: config.Settings,
+    count: int,
 ) -> None:
     """Queue the batch as a submitter would: schedule from the `schedule` expression."""
     env = expr.Environment(local_domains=frozenset(settings.local.domains))
-
-    async def no_dns(name: str, rtype: str) -> expr.Value:
-        raise AssertionError(f"the default schedule expression needs no DNS ({name} {rtype})")
-
+    lookup = attempt.make_lookup(worker.resolver)
     for first in range(0, count, FILL_CHUNK):
         entries: list[queue_store.NewEntry] = []
         now = model.now_ms()
@@ -156,7 +157,7 @@ async def _fill(
                 message,
                 [intake.RecipientRequest(batch.recipient(n))],
                 env=env,
-                lookup=no_dns,
+                lookup=lookup,
                 now=now,
             )
             entries.append((message, recipients))
@@ -186,8 +187,8 @@ async def run(args: argparse.Namespace) -> None:
     assert isinstance(store, CountingStore)  # `open` makes an instance of the class it is on
     try:
         started = time.perf_counter()
-        await _fill(registry, store, settings, args.count)
         worker = engine_worker.build_worker(settings, registry, store, owner=OWNER)
+        await _fill(registry, store, worker, settings, args.count)
         _emit("ready", {"fill_s": time.perf_counter() - started})
         await _wait_for_go()
 

@@ -57,6 +57,8 @@ LATE_COUNT_S = 1.0
 """How long the sink's counter may trail an engine that says it is done."""
 CACHED_CLOSE_S = 10.0
 """Longest wait for Postfix's cached connections to close after a run."""
+RUNNER_EXIT_S = 30.0
+"""How long delivery's runner may take to stop its worker and close its store."""
 SETTLE_QUIET_S = 0.3
 """Sessions are counted once the sink's counters stayed unchanged this long after a run."""
 SETTLE_MAX_S = 3.0
@@ -358,9 +360,12 @@ class _Runner:
         self.process.stdin.write(b"go\n")
 
     async def finish(self) -> None:
-        """Wait for the runner to exit; kill it if it does not within a few seconds."""
+        """Wait for the runner to exit (end of input ends one still waiting for ``go``); kill
+        it if it does not within `RUNNER_EXIT_S`."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(RUNNER_EXIT_S):
                 await self.process.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
