@@ -225,8 +225,10 @@ class DnsSettings(_Section):
     @classmethod
     def _nameservers(cls, value: list[str]) -> list[str]:
         for server in value:
-            host, _ = host_port(server, default_port=53)
-            ipaddress.ip_address(host)
+            try:
+                names.parse_nameserver(server)
+            except ConfigError as exc:
+                raise ValueError(exc.reason) from exc
         return value
 
     @field_validator("timeout_ms", mode="before")
@@ -235,9 +237,12 @@ class DnsSettings(_Section):
         return durations.parse_duration(value) if isinstance(value, str) else value
 
     def servers(self) -> list[tuple[str, int]]:
-        """The resolvers to use, as (ip, port) pairs."""
+        """The resolvers to use, as (ip, port) pairs (`names.parse_nameserver`).
+
+        :raises ConfigError: a resolv.conf nameserver that is not an IP address.
+        """
         configured = self.nameservers or resolv_conf_nameservers()
-        return [host_port(server, default_port=53) for server in configured]
+        return [names.parse_nameserver(server) for server in configured]
 
 
 class LocalSettings(_Section):
@@ -312,7 +317,7 @@ def resolv_conf_nameservers(path: str = RESOLV_CONF) -> list[str]:
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 2 and fields[0] == "nameserver":
-            servers.append(f"[{fields[1]}]:53" if ":" in fields[1] else f"{fields[1]}:53")
+            servers.append(names.format_nameserver((fields[1], names.DEFAULT_DNS_PORT)))
     return servers
 
 
