@@ -1,7 +1,8 @@
 """Message content for the DATA phase: line endings, dot-stuffing, terminator.
 
 `prepare_data` is a pure function from a message body to the exact bytes sent
-after the server's 354, end-of-data marker included.
+after the server's 354, end-of-data marker included; `sized_data` returns the
+SIZE= value with it, normalising the body once.
 
 Security:
     SMTP smuggling (RFC 5321 §2.3.8, §4.1.1.4; CVE-2023-51764 and kin): if a
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["END_OF_DATA", "normalise", "prepare_data"]
+__all__ = ["END_OF_DATA", "normalise", "prepare_data", "sized_data"]
 
 END_OF_DATA = b".\r\n"
 """The line that ends the content; follows a CRLF (RFC 5321 §4.1.1.4)."""
@@ -53,6 +54,16 @@ def prepare_data(body: bytes, /) -> bytes:
     >>> prepare_data(b"")
     b'.\\r\\n'
     """
+    return sized_data(body)[1]
+
+
+def sized_data(body: bytes, /) -> tuple[int, bytes]:
+    """Return the SIZE= value of `body` (`normalise`) and its wire form (`prepare_data`).
+
+    >>> sized_data(b".a\\n")
+    (4, b'..a\\r\\n.\\r\\n')
+    """
     # Normalise first: after this, "\n" only occurs as part of CRLF, so the
     # MULTILINE "^" below sees exactly the line starts the server will see.
-    return _LEADING_DOT.sub(b"..", normalise(body)) + END_OF_DATA
+    normalised = normalise(body)
+    return len(normalised), _LEADING_DOT.sub(b"..", normalised) + END_OF_DATA

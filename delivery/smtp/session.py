@@ -649,7 +649,7 @@ class SmtpSession:
         unless `closed` (an RSET that failed, or LMTP's lone-dot case).
 
         :param body: the message as stored; line endings and dots are fixed by
-            `data.prepare_data`.
+            `data.sized_data`.
         :returns: every reply; `TransactionResult.per_recipient` for outcomes.
         :raises RuntimeError: `ehlo` has not succeeded since connect or STARTTLS.
         :raises InvalidArgument: more than MAX_RECIPIENTS_PER_TRANSACTION recipients.
@@ -667,8 +667,7 @@ class SmtpSession:
                 f"{MAX_RECIPIENTS_PER_TRANSACTION} per transaction",
             )
         self._check_extensions(envelope)
-        size = len(smtp_data.normalise(body))
-        content = smtp_data.prepare_data(body)
+        size, content = smtp_data.sized_data(body)
         mail_line = esmtp.format_mail(envelope, self._extensions, size)
         rcpt_lines = [esmtp.format_rcpt(envelope, r, self._extensions) for r in envelope.recipients]
         addresses = tuple(r.address for r in envelope.recipients)
