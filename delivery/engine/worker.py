@@ -819,8 +819,12 @@ class Worker:
     ) -> planner.Selection[registry.DeliverySchedule]:
         """The schedule for the recipient after this attempt: ``schedule`` evaluated again.
 
+        Only a delayed recipient has a next attempt to schedule (`settle` reads no schedule
+        for a final outcome): any other keeps its current one, and no ``dns_query()`` is made.
         A ``dns_query()`` in the expression that cannot be answered keeps the current one.
         """
+        if got.action != "delayed":
+            return planner.select_schedule(snapshot, recipient.schedule)
         after = dataclasses.replace(
             recipient,
             retry_num=recipient.retry_num + 1,
