@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from delivery.durations import UNIT_MS
+
 __all__ = [
     "ALLOW_INVALID_CERTS",
     "CONNECT_TIMEOUT_MS",
@@ -51,10 +53,9 @@ __all__ = [
     "TLS_TIMEOUT_MS",
 ]
 
-_SECOND_MS: Final = 1000
-_MINUTE_MS: Final = 60 * _SECOND_MS
-_HOUR_MS: Final = 60 * _MINUTE_MS
-_DAY_MS: Final = 24 * _HOUR_MS
+_MINUTE_MS: Final = UNIT_MS["m"]
+_HOUR_MS: Final = UNIT_MS["h"]
+_DAY_MS: Final = UNIT_MS["d"]
 
 # --- MtaOutboundStrategy (singleton): the four strategy expressions, exactly DESIGN §3 ---------
 
@@ -182,7 +183,7 @@ FIRST_START_OBJECTS: Final[tuple[tuple[str, dict[str, Any]], ...]] = (
             "queue": "remote",
             "retry": list(SCHEDULE_RETRY_MS),
             "notify": list(SCHEDULE_NOTIFY_MS),
-            "expiry": {"@type": "Ttl", "expire": 3 * _DAY_MS},
+            "expiry": dict(SCHEDULE_EXPIRY),
         },
     ),
     (
