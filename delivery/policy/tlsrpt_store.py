@@ -49,19 +49,19 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import date
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Self
 
 import aiosqlite
 
 from delivery.errors import DeliveryError
 from delivery.policy import tlsrpt
-from delivery.queue import model
+from delivery.queue import model, sqlite_tx
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -182,8 +182,6 @@ _PURGE_MARKS: Final = (
 )
 _VERSION_GET: Final = "SELECT value FROM tlsrpt_meta WHERE key = 'schema_version'"
 _VERSION_SET: Final = "INSERT INTO tlsrpt_meta (key, value) VALUES ('schema_version', :version)"
-
-T = TypeVar("T")
 
 
 class TlsRptStoreError(DeliveryError):
@@ -516,29 +514,14 @@ class TlsRptStore:
     async def _transaction(
         self, operation: str, *, write: bool = True
     ) -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction on the connection, serialized by the lock; errors become
-        TlsRptStoreError. BEGIN, COMMIT and ROLLBACK run to their end even for a cancelled
-        caller, so the connection is never left inside a transaction (as in the queue store).
-        """
-        async with self._lock:
-            try:
-                try:
-                    await _complete(self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN"))
-                    yield self._db
-                except BaseException:
-                    await _complete(self._rollback())
-                    raise
-                try:
-                    await _complete(self._db.execute("COMMIT"))
-                except sqlite3.Error:
-                    await _complete(self._rollback())
-                    raise
-            except sqlite3.Error as exc:
-                raise TlsRptStoreError(operation, str(exc)) from exc
-
-    async def _rollback(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            await self._db.execute("ROLLBACK")
+        """One transaction on the connection, serialized by the lock (`sqlite_tx.transaction`:
+        a cancelled caller never leaves the connection inside a transaction); errors become
+        TlsRptStoreError."""
+        try:
+            async with sqlite_tx.transaction(self._db, self._lock, write=write) as db:
+                yield db
+        except sqlite3.Error as exc:
+            raise TlsRptStoreError(operation, str(exc)) from exc
 
 
 def _domain(domain: str) -> str:
@@ -548,19 +531,3 @@ def _domain(domain: str) -> str:
 def _json(text: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(text)
     return data
-
-
-async def _complete(step: Awaitable[T], /) -> T:
-    """Await ``step`` to its end even if the caller is cancelled meanwhile, then re-raise."""
-    task = asyncio.ensure_future(step)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait([task])  # never cancels ``task`` itself
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        if not task.cancelled():
-            task.exception()  # retrieved, so that asyncio does not log it
-        raise asyncio.CancelledError
-    return task.result()
