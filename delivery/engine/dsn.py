@@ -53,6 +53,7 @@ from typing import Final, Literal, TypeAlias
 
 from delivery.engine.outcome import Outcome
 from delivery.queue import model
+from delivery.smtp.esmtp import decode_xtext  # ENVID and ORCPT are queued as received
 
 __all__ = [
     "DSN_MAX_FIELD_CHARS",
@@ -180,20 +181,6 @@ class RecipientReport:
             last_attempt_at=last_attempt_at,
             will_retry_until=will_retry_until if action is DsnAction.DELAYED else None,
         )
-
-
-_XTEXT = re.compile(r"\+([0-9A-F]{2})")
-
-
-def decode_xtext(text: str, /) -> str:
-    """decode_xtext - decode RFC 3461 §4 xtext (``+XX`` hex escapes).
-
-    A ``+`` not followed by two uppercase hex digits is kept as it is.
-
-    >>> decode_xtext("a+2Bb+3Dc@example.com")
-    'a+b=c@example.com'
-    """
-    return _XTEXT.sub(lambda match: chr(int(match.group(1), 16)), text)
 
 
 _MESSAGE_ID = re.compile(r"<[!-;=?-~]{1,250}>")  # printable ASCII but < and >, capped
