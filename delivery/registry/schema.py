@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, Final, Literal
 
@@ -359,19 +359,19 @@ class ObjectSpec:
     name: str
     variants: Mapping[str, type[WireModel]]
     singleton: bool = False
+    properties: frozenset[str] = field(init=False, repr=False, compare=False)
+    """Every wire property any variant has, plus ``id``; gathered once, read per call."""
+
+    def __post_init__(self) -> None:
+        names = {"id"}
+        for model in self.variants.values():
+            names.update(info.alias or key for key, info in model.model_fields.items())
+        object.__setattr__(self, "properties", frozenset(names))
 
     @property
     def tagged(self) -> bool:
         """Objects carry ``@type`` and it selects the model."""
         return "" not in self.variants
-
-    @property
-    def properties(self) -> frozenset[str]:
-        """Every wire property any variant has, plus ``id``."""
-        names = {"id"}
-        for model in self.variants.values():
-            names.update(field.alias or key for key, field in model.model_fields.items())
-        return frozenset(names)
 
     def model_for(self, data: Mapping[str, Any]) -> type[WireModel] | None:
         """The model that validates ``data``, or None when its ``@type`` is missing or unknown."""
