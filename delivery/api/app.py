@@ -110,19 +110,14 @@ def _authenticate(req: web.Request) -> auth.Principal | web.Response:
 
 async def _read_body(req: web.Request) -> bytes | jmap.RequestProblem:
     """The body, or a limit problem as soon as it exceeds MAX_SIZE_REQUEST_BYTES."""
-    too_large = jmap.RequestProblem(
-        "limit",
-        f"the request is larger than {jmap.MAX_SIZE_REQUEST_BYTES} bytes",
-        "maxSizeRequest",
-    )
     if (req.content_length or 0) > jmap.MAX_SIZE_REQUEST_BYTES:
-        return too_large
+        return jmap.TOO_LARGE
     chunks: list[bytes] = []
     size = 0
     while chunk := await req.content.readany():
         size += len(chunk)
         if size > jmap.MAX_SIZE_REQUEST_BYTES:
-            return too_large
+            return jmap.TOO_LARGE
         chunks.append(chunk)
     return b"".join(chunks)
 

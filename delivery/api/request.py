@@ -35,6 +35,7 @@ __all__ = [
     "MAX_OBJECTS_IN_SET",
     "MAX_SIZE_REQUEST_BYTES",
     "STALWART_CAPABILITY",
+    "TOO_LARGE",
     "MethodCall",
     "Request",
     "RequestProblem",
@@ -85,6 +86,12 @@ class RequestProblem:
         return body
 
 
+TOO_LARGE = RequestProblem(
+    "limit", f"the request is larger than {MAX_SIZE_REQUEST_BYTES} bytes", "maxSizeRequest"
+)
+"""A body over MAX_SIZE_REQUEST_BYTES, whether the HTTP layer or parse_request finds it."""
+
+
 @dataclass(frozen=True, slots=True)
 class MethodCall:
     """One Invocation: [name, arguments, callId]."""
@@ -116,11 +123,7 @@ def parse_request(body: bytes, /) -> Request | RequestProblem:
     'unknownCapability'
     """
     if len(body) > MAX_SIZE_REQUEST_BYTES:
-        return RequestProblem(
-            "limit",
-            f"the request is larger than {MAX_SIZE_REQUEST_BYTES} bytes",
-            "maxSizeRequest",
-        )
+        return TOO_LARGE
     try:
         data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
