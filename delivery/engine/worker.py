@@ -877,6 +877,12 @@ class Worker:
         except ValueError as exc:  # InvalidEnvelope: a sender no DSN can be addressed to
             log.warning("no DSN for message %s to %r: %s", message.id, message.sender, exc)
             return _Record(settlements, updates, None, now)
+        except Exception:
+            # The original is attacker-written and the email package can fail on it in more
+            # ways than ValueError. Unrecorded outcomes would come back when the lease lapses:
+            # a delivered recipient delivered again, at every lapse, for ever.
+            log.exception("no DSN for message %s: it could not be built", message.id)
+            return _Record(settlements, updates, None, now)
         about = frozenset(rid for rid, _ in reports)
         return _Record(
             settlements, updates, _Dsn(queue_store.Notice(notice, [to], about), reports, body), now
