@@ -35,6 +35,7 @@ from delivery import config
 __all__ = [
     "ALL_PERMISSIONS",
     "MAX_TOKEN_CHARS",
+    "SET_OPS",
     "Op",
     "Principal",
     "TokenTable",
@@ -50,6 +51,9 @@ MAX_TOKEN_CHARS = 512
 """Longest token accepted: real tokens are ~43 characters; this bounds the work per request."""
 
 Op = Literal["Get", "Create", "Update", "Destroy", "Query"]
+
+SET_OPS: tuple[Op, ...] = ("Create", "Update", "Destroy")
+"""The operations of /set: a token holding none of them on any type is read-only."""
 
 
 def permission(object_type: str, op: Op, /) -> str:

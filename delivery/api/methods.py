@@ -292,8 +292,7 @@ class Dispatcher:
         principal: auth.Principal,
         created: dict[str, str],
     ) -> dict[str, Any] | MethodFailure:
-        ops: tuple[auth.Op, ...] = ("Create", "Update", "Destroy")
-        permissions = {op.lower(): auth.permission(object_type, op) for op in ops}
+        permissions = {op.lower(): auth.permission(object_type, op) for op in auth.SET_OPS}
         if not principal.may_any(permissions.values()):
             return MethodFailure(
                 "forbidden",

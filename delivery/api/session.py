@@ -53,8 +53,7 @@ SESSION_STATE = hashlib.sha256(
 
 
 def _mutating_permissions(object_types: Iterable[str]) -> list[str]:
-    ops: tuple[auth.Op, ...] = ("Create", "Update", "Destroy")
-    return [auth.permission(t, op) for t in object_types for op in ops]
+    return [auth.permission(t, op) for t in object_types for op in auth.SET_OPS]
 
 
 def make_session(
