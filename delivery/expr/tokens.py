@@ -81,9 +81,8 @@ _SCANNER = re.compile(
 )
 _INTEGER = re.compile(r"[0-9]+")
 _FLOAT = re.compile(r"[0-9]+\.[0-9]+")
-_DURATION = re.compile(
-    r"([0-9]+)(" + "|".join(sorted(durations.UNIT_MS, key=len, reverse=True)) + ")"
-)
+_DURATION = re.compile(r"[0-9]+(?:" + "|".join(durations.UNIT_MS) + ")")
+"""A duration literal: digits and a unit, which is required (``42`` alone is an integer)."""
 _MAX_CAPTURE_DIGITS = 2
 """``$0`` to ``$99``: Python's ``re`` supports at most 100 groups per pattern."""
 
@@ -134,8 +133,8 @@ def _number(text: str, word: str, start: int) -> Token:
         kind, value = TokenKind.INTEGER, int(word)
     elif _FLOAT.fullmatch(word):
         kind, value = TokenKind.FLOAT, float(word)
-    elif duration := _DURATION.fullmatch(word):
-        kind, value = TokenKind.INTEGER, int(duration[1]) * durations.UNIT_MS[duration[2]]
+    elif _DURATION.fullmatch(word):
+        kind, value = TokenKind.INTEGER, durations.parse_duration(word)
     else:
         units = ", ".join(durations.UNIT_MS)
         raise ExprError(
