@@ -29,15 +29,15 @@ import asyncio
 import contextlib
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Self
 
 import aiosqlite
 
-from delivery.queue import model, sql
+from delivery.queue import model, sql, sqlite_tx
 from delivery.queue.store import (
     MAX_LEASE_BATCH,
     MAX_LIST_LIMIT,
@@ -60,7 +60,6 @@ LEASE_TOKEN_RANDOM_BYTES: Final = 12
 outcome could be taken for the current one's."""
 
 _Params = Mapping[str, Any]
-T = TypeVar("T")
 
 
 class SqliteQueueStore:
@@ -157,34 +156,14 @@ class SqliteQueueStore:
         so that its reads and writes see no other writer in between: this is what
         makes a lease exclusive. Any failure rolls back and becomes StoreError.
 
-        Cancellation: aiosqlite runs every call it was handed on its thread, in order,
-        whether or not its caller still waits. So BEGIN, COMMIT and ROLLBACK are awaited
-        to their end even by a cancelled caller (`_complete`), and a block cut off by
-        cancellation is rolled back before the lock is released: a cancelled call has
-        either no effect (cancelled before its COMMIT) or its whole effect (cancelled
-        during it), and the connection is never left inside a transaction.
+        Cancellation (`sqlite_tx.transaction`): a cancelled call has either no effect or its
+        whole effect, and the connection is never left inside a transaction.
         """
-        async with self._lock:
-            try:
-                try:
-                    await _complete(self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN"))
-                    yield self._db
-                except BaseException:
-                    # ROLLBACK queues behind whatever the block left running on the thread.
-                    await _complete(self._rollback())
-                    raise
-                try:
-                    await _complete(self._db.execute("COMMIT"))
-                except sqlite3.Error:
-                    await _complete(self._rollback())  # e.g. SQLITE_FULL: nothing was written
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(operation, str(exc)) from exc
-
-    async def _rollback(self) -> None:
-        """ROLLBACK, if a transaction is open (BEGIN may have failed, or COMMIT succeeded)."""
-        with contextlib.suppress(sqlite3.Error):
-            await self._db.execute("ROLLBACK")
+        try:
+            async with sqlite_tx.transaction(self._db, self._lock, write=write) as db:
+                yield db
+        except sqlite3.Error as exc:
+            raise StoreError(operation, str(exc)) from exc
 
     # --- enqueue --------------------------------------------------------------------------
 
@@ -447,27 +426,6 @@ async def _insert(db: aiosqlite.Connection, entries: Sequence[NewEntry], /) -> l
         ],
     )
     return ids
-
-
-async def _complete(step: Awaitable[T], /) -> T:
-    """Await ``step`` to its end even if the caller is cancelled meanwhile, then re-raise.
-
-    For the statements that open and close transactions: their caller must know the
-    connection's state when it lets go of it. A failure of ``step`` after a cancellation
-    is dropped (the cancellation wins; the caller's cleanup still runs).
-    """
-    task = asyncio.ensure_future(step)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait([task])  # never cancels ``task`` itself
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        if not task.cancelled():
-            task.exception()  # retrieved, so that asyncio does not log it
-        raise asyncio.CancelledError
-    return task.result()
 
 
 async def _changes(db: aiosqlite.Connection, statement: str, params: _Params, /) -> int:

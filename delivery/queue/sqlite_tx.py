@@ -2,8 +2,7 @@
 
 `transaction(db, lock)` runs a block in one BEGIN ... COMMIT on ``db``, serialized by ``lock``;
 `complete(step)` awaits a step to its end even when the caller is cancelled meanwhile. For the
-stores that keep tables in the queue's SQLite file (`delivery.policy.tlsrpt_store`; the queue
-store's `_transaction` and `_complete` are the same logic and can use these).
+stores that keep tables in the queue's SQLite file: the queue store and the TLS-RPT store.
 
 Outcomes:
     transaction   yields ``db`` inside BEGIN (BEGIN IMMEDIATE for a write, so that the block's
