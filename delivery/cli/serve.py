@@ -39,6 +39,7 @@ import click
 
 from delivery import config, expr
 from delivery.api import bootstrap, health, metrics, server
+from delivery.dns import names as dns_names
 from delivery.engine import attempt as engine_attempt
 from delivery.engine import intake
 from delivery.engine import worker as engine_worker
@@ -170,7 +171,7 @@ async def worker(runtime: Runtime) -> AsyncIterator[None]:
         if not servers:
             return health.Health("failed", "no nameserver: set [dns] nameservers")
         cache = delivery_worker.resolver.cache
-        listed = ", ".join(f"{host}:{port}" for host, port in servers)
+        listed = ", ".join(dns_names.format_nameserver(server) for server in servers)
         probe = delivery_worker.dnssec
         # A resolver that does not validate leaves every signed domain without DANE: the
         # daemon works, with a weaker guarantee than its operator asked for.
