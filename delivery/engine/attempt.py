@@ -438,14 +438,8 @@ class Attempt:
                 status = "5.1.7" if exc.field == "sender" else "5.1.3"
                 self._finish(
                     target,
-                    outcome.Outcome(
-                        action="failed",
-                        status=status,
-                        kind=LastError.NONE,
-                        remote_host=None,
-                        remote_ip=None,
-                        remote_reply=None,
-                        reason=f"the envelope cannot be sent: {exc}",
+                    outcome.without_host(
+                        "failed", status, LastError.NONE, f"the envelope cannot be sent: {exc}"
                     ),
                     None,
                     None,
@@ -486,25 +480,16 @@ class Attempt:
                     local.deliver, data_dir, address, self.job.body, return_path=message.sender
                 )
             except OSError as exc:
-                result = outcome.Outcome(
-                    action="delayed",
-                    status="4.3.0",
-                    kind=LastError.IO,
-                    remote_host=None,
-                    remote_ip=None,
-                    remote_reply=None,
-                    reason=f"local delivery to {address} failed: {exc}",
+                result = outcome.without_host(
+                    "delayed", "4.3.0", LastError.IO, f"local delivery to {address} failed: {exc}"
                 )
                 self._finish(target, result, None, None)
                 continue
-            result = outcome.Outcome(
-                action="delivered",
-                status="2.0.0",
-                kind=LastError.NONE,
-                remote_host=None,
-                remote_ip=None,
-                remote_reply=None,
-                reason=f"delivered to the local mailbox {path.parent.parent}",
+            result = outcome.without_host(
+                "delivered",
+                "2.0.0",
+                LastError.NONE,
+                f"delivered to the local mailbox {path.parent.parent}",
             )
             self._finish(target, result, None, None, dsn.Handoff.FINAL)
 

@@ -86,6 +86,7 @@ __all__ = [
     "route_failure",
     "tls_failure",
     "transport_failure",
+    "without_host",
 ]
 
 
@@ -330,6 +331,17 @@ def expired(last: Outcome, /, *, reason: str) -> Outcome:
         reason=f"{reason}; last problem: {last.reason}",
         sender_reason=f"{reason}; last problem: {last.for_sender()}",
     )
+
+
+def without_host(
+    action: Literal["delivered", "delayed", "failed"], status: str, kind: LastError, reason: str, /
+) -> Outcome:
+    """without_host - an Outcome no remote host had a part in (envelope, local mailbox, internal).
+
+    >>> without_host("delayed", "4.3.0", LastError.IO, "disk full").remote_host is None
+    True
+    """
+    return Outcome(action, status, kind, None, None, None, reason)
 
 
 def delivered(

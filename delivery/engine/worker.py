@@ -697,14 +697,11 @@ class Worker:
                     outbound.schedule, rcpt_vars, self._env, self._lookup
                 )
             except DnsTempFail as exc:
-                failed = outcome.Outcome(
-                    action="delayed",
-                    status="4.4.3",
-                    kind=LastError.DNS,
-                    remote_host=None,
-                    remote_ip=None,
-                    remote_reply=None,
-                    reason=f"the route or schedule expression needed DNS: {exc}",
+                failed = outcome.without_host(
+                    "delayed",
+                    "4.4.3",
+                    LastError.DNS,
+                    f"the route or schedule expression needed DNS: {exc}",
                 )
                 target = attempt.Target(recipient, rcpt_vars, None)
                 results[recipient.id] = attempt.RecipientResult(
@@ -757,15 +754,7 @@ class Worker:
             result = results.get(recipient.id)
             if result is None:
                 reason = problem or "the attempt ended without an outcome for this recipient"
-                got = outcome.Outcome(
-                    action="delayed",
-                    status="4.3.0",
-                    kind=LastError.IO,
-                    remote_host=None,
-                    remote_ip=None,
-                    remote_reply=None,
-                    reason=reason,
-                )
+                got = outcome.without_host("delayed", "4.3.0", LastError.IO, reason)
                 handoff = dsn.Handoff.RELAY
             else:
                 got, handoff = result.outcome, result.handoff
