@@ -30,7 +30,7 @@ import tomllib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -107,6 +107,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _duration_ms(value: Any) -> Any:
+    """A duration given as text (``"5s"``) becomes milliseconds; numbers pass through."""
+    return durations.parse_duration(value) if isinstance(value, str) else value
+
+
 def _listen(value: str) -> str:
     host_port(value, allow_port_zero=True)
     return value
@@ -127,17 +132,29 @@ class StoreSettings(_Section):
         return value
 
 
-class ApiToken(_Section):
-    name: str
+class _Secret(_Section):
+    """A named credential given as a plain ``secret`` or as its ``secret_sha256`` hex digest."""
+
+    name: str = Field(min_length=1)
     secret: str | None = None
     secret_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    permissions: list[str] = ["*"]
 
     @pydantic.model_validator(mode="after")
-    def _one_secret(self) -> ApiToken:
+    def _one_secret(self) -> Self:
         if (self.secret is None) == (self.secret_sha256 is None):
-            raise ValueError(f"token {self.name!r} needs exactly one of secret or secret_sha256")
+            raise ValueError(f"{self.name!r} needs exactly one of secret or secret_sha256")
         return self
+
+    def digest(self) -> str:
+        """The SHA-256 of the secret, as lowercase hex."""
+        if self.secret_sha256 is not None:
+            return self.secret_sha256.lower()
+        assert self.secret is not None
+        return hashlib.sha256(self.secret.encode()).hexdigest()
+
+
+class ApiToken(_Secret):
+    permissions: list[str] = ["*"]
 
 
 class ApiSettings(_Section):
@@ -147,23 +164,8 @@ class ApiSettings(_Section):
     _check_listen = field_validator("listen")(_listen)
 
 
-class SubmissionUser(_Section):
-    name: str = Field(min_length=1)
-    secret: str | None = None
-    secret_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-
-    @pydantic.model_validator(mode="after")
-    def _one_secret(self) -> SubmissionUser:
-        if (self.secret is None) == (self.secret_sha256 is None):
-            raise ValueError(f"user {self.name!r} needs exactly one of secret or secret_sha256")
-        return self
-
-    def digest(self) -> str:
-        """The SHA-256 of the user's secret, as hex."""
-        if self.secret_sha256 is not None:
-            return self.secret_sha256.lower()
-        assert self.secret is not None
-        return hashlib.sha256(self.secret.encode()).hexdigest()
+class SubmissionUser(_Secret):
+    """A ``[[submission.users]]`` entry: credentials for SMTP AUTH."""
 
 
 class SubmissionSettings(_Section):
@@ -183,10 +185,7 @@ class SubmissionSettings(_Section):
 
     _check_listen = field_validator("listen")(_listen)
 
-    @field_validator("idle_timeout_ms", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return durations.parse_duration(value) if isinstance(value, str) else value
+    _check_idle_timeout = field_validator("idle_timeout_ms", mode="before")(_duration_ms)
 
     @pydantic.model_validator(mode="after")
     def _tls_pair(self) -> SubmissionSettings:
@@ -231,10 +230,7 @@ class DnsSettings(_Section):
                 raise ValueError(exc.reason) from exc
         return value
 
-    @field_validator("timeout_ms", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return durations.parse_duration(value) if isinstance(value, str) else value
+    _check_timeout = field_validator("timeout_ms", mode="before")(_duration_ms)
 
     def servers(self) -> list[tuple[str, int]]:
         """The resolvers to use, as (ip, port) pairs (`names.parse_nameserver`).
