@@ -116,11 +116,7 @@ async def _evaluate_with_dns(
     settings: config.Settings,
 ) -> expr.Value:
     """Evaluate, answering ``dns_query()`` from the configured nameservers."""
-    async with dns_resolver.Resolver(
-        settings.dns.servers(),
-        timeout_ms=settings.dns.timeout_ms,
-        trust_ad=settings.dns.dnssec == "trust-ad",
-    ) as resolver:
+    async with dns_resolver.Resolver.from_settings(settings.dns) as resolver:
 
         async def lookup(name: str, rtype: str) -> expr.Value:
             found = await resolver.query(name, rtype)

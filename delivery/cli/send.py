@@ -152,11 +152,7 @@ async def _enqueue(
 
     The registry (first-start objects included) and the queue share the settings' database.
     """
-    resolver = dns_resolver.Resolver(
-        settings.dns.servers(),
-        timeout_ms=settings.dns.timeout_ms,
-        trust_ad=settings.dns.dnssec == "trust-ad",
-    )
+    resolver = dns_resolver.Resolver.from_settings(settings.dns)
     async with (
         resolver,
         await Registry.open(settings.store.url) as registry,

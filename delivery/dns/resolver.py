@@ -42,6 +42,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import dns.asyncquery
 import dns.exception
@@ -55,6 +56,9 @@ from delivery.dns import answer, names
 from delivery.dns import cache as dns_cache
 from delivery.dns.result import DnsResult, Lookup, MxRecord, TlsaRecord, map_records
 from delivery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from delivery.config import DnsSettings
 
 __all__ = [
     "DEFAULT_TIMEOUT_MS",
@@ -109,6 +113,19 @@ class Resolver:
         self.cache = cache if cache is not None else dns_cache.DnsCache()
         self._clock = clock
         self._inflight: dict[dns_cache.CacheKey, asyncio.Task[DnsResult[Rdata]]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: DnsSettings, /) -> Resolver:
+        """The resolver the ``[dns]`` settings describe (nameservers, timeout, dnssec).
+
+        :raises ConfigError: as the constructor, or a resolv.conf nameserver that is not an
+            IP address.
+        """
+        return cls(
+            settings.servers(),
+            timeout_ms=settings.timeout_ms,
+            trust_ad=settings.dnssec == "trust-ad",
+        )
 
     async def mx(self, domain: str, *, deadline: float | None = None) -> DnsResult[MxRecord]:
         """MX records of `domain`; see result.is_null_mx for RFC 7505."""
