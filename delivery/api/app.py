@@ -25,7 +25,7 @@ Limits: the caps of request.py, each advertised in the Session.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from aiohttp import web
 
 from delivery.api import auth, health, metrics, session
 from delivery.api import request as jmap
-from delivery.api.methods import Dispatcher, RegistryLike
+from delivery.api.methods import Dispatcher, MethodHandler, RegistryLike
 
 __all__ = [
     "HEALTH_KEY",
@@ -189,14 +189,18 @@ def make_app(
     *,
     health_checks: health.HealthChecks,
     metrics_registry: metrics.MetricsRegistry,
+    handlers: Mapping[str, MethodHandler] | None = None,
 ) -> web.Application:
-    """The API application; the caller runs it (server.py) and owns ``registry``."""
+    """The API application; the caller runs it (server.py) and owns ``registry``.
+
+    :param handlers: extra JMAP methods by name, beside the registry's (`Dispatcher`).
+    """
     app = web.Application(middlewares=[_count_requests])
     app[REGISTRY_KEY] = registry
     app[TOKENS_KEY] = tokens
     app[HEALTH_KEY] = health_checks
     app[METRICS_KEY] = metrics_registry
-    app[_DISPATCHER_KEY] = Dispatcher(registry, metrics_registry)
+    app[_DISPATCHER_KEY] = Dispatcher(registry, metrics_registry, handlers=handlers)
     app[_IN_FLIGHT_KEY] = _InFlight()
     app[_HTTP_COUNTER_KEY] = metrics_registry.counter(
         "delivery_api_requests_total",

@@ -2,7 +2,8 @@
 
 `Dispatcher.run(request, principal)` answers every call of a checked `Request` in order:
 ``x:<Object>/get``, ``x:<Object>/set`` and ``x:<Object>/query`` for each managed object type
-(the registry's ``object_types``), and ``Core/echo``. Before a call runs, its result references
+(the registry's ``object_types``), ``Core/echo``, and extra methods given as ``handlers``
+(objects outside the registry, e.g. ``x:Explain/get``). Before a call runs, its result references
 are resolved (refs.py), its arguments are checked against the method's signature, creation ids
 (``#new1``) are replaced by the ids created earlier in the request, and the token's permission
 is checked. The registry does the rest: validation of values, SetErrors, states, filters.
@@ -24,7 +25,7 @@ Limits: MAX_OBJECTS_IN_GET ids per /get, MAX_OBJECTS_IN_SET entries per /set (re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,7 +33,7 @@ from delivery.api import auth, metrics, refs, request, session
 from delivery.api.failures import MethodFailure
 from delivery.registry.errors import MethodError, StoreError
 
-__all__ = ["OBJECT_PREFIX", "Dispatcher", "RegistryLike", "check_arguments"]
+__all__ = ["OBJECT_PREFIX", "Dispatcher", "MethodHandler", "RegistryLike", "check_arguments"]
 
 log = logging.getLogger("delivery.api")
 
@@ -40,6 +41,12 @@ OBJECT_PREFIX = "x:"
 """Method names of managed objects are ``x:<Object>/<op>`` (capability urn:stalwart:jmap)."""
 
 ECHO = "Core/echo"
+
+MethodHandler = Callable[
+    [dict[str, Any], auth.Principal], Awaitable[dict[str, Any] | MethodFailure]
+]
+"""An extra method: (resolved arguments, caller) -> response arguments or a MethodFailure. It
+checks its own arguments and permission; the dispatcher checks ``using`` and guards it."""
 
 
 class RegistryLike(Protocol):
@@ -169,11 +176,19 @@ class Dispatcher:
 
     :param registry: the managed objects.
     :param metrics_registry: where the per-method call counter is registered.
+    :param handlers: extra methods by full name (``x:Explain/get``), beside the registry's.
     """
 
-    def __init__(self, registry: RegistryLike, metrics_registry: metrics.MetricsRegistry) -> None:
+    def __init__(
+        self,
+        registry: RegistryLike,
+        metrics_registry: metrics.MetricsRegistry,
+        *,
+        handlers: Mapping[str, MethodHandler] | None = None,
+    ) -> None:
         self._registry = registry
         self._types = frozenset(registry.object_types)
+        self._handlers = dict(handlers or {})
         self._calls = metrics_registry.counter(
             "delivery_api_method_calls_total",
             "JMAP method calls by method and outcome (ok or the error type).",
@@ -202,7 +217,7 @@ class Dispatcher:
         return answer
 
     def _known(self, name: str) -> bool:
-        return name == ECHO or self._parse(name) is not None
+        return name == ECHO or name in self._handlers or self._parse(name) is not None
 
     def _parse(self, name: str) -> _Call | None:
         object_type, slash, op = name.removeprefix(OBJECT_PREFIX).partition("/")
@@ -237,17 +252,22 @@ class Dispatcher:
             return arguments
         if call.name == ECHO and request.CORE_CAPABILITY in using:
             return arguments
-        target = self._parse(call.name)
-        if target is None:
+        handler = self._handlers.get(call.name)
+        target = None if handler is not None else self._parse(call.name)
+        if target is None and handler is None:
             return self._unknown(call.name)
         if request.STALWART_CAPABILITY not in using:
             return MethodFailure(
                 "unknownMethod", f"{call.name} needs {request.STALWART_CAPABILITY!r} in 'using'"
             )
-        failure = check_arguments(target.op, arguments)
-        if failure is not None:
-            return failure
+        if target is not None:
+            failure = check_arguments(target.op, arguments)
+            if failure is not None:
+                return failure
         try:
+            if handler is not None:
+                return await handler(arguments, principal)
+            assert target is not None
             if target.op == "get":
                 return await self._get(target.object_type, arguments, principal, created)
             if target.op == "set":

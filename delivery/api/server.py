@@ -18,13 +18,14 @@ Limits: SHUTDOWN_TIMEOUT_S bounds how long a stop waits for in-flight requests.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import TracebackType
 
 from aiohttp import web
 
 from delivery.api import auth, health, metrics
 from delivery.api.app import make_app
-from delivery.api.methods import RegistryLike
+from delivery.api.methods import MethodHandler, RegistryLike
 
 __all__ = ["HEALTH_META_KEY", "SHUTDOWN_TIMEOUT_S", "ApiServer", "store_health"]
 
@@ -46,7 +47,10 @@ def store_health(registry: RegistryLike, /) -> health.HealthCheck:
 
 
 class ApiServer:
-    """The API application bound to ``host`` and ``port`` (0: a free port the OS picks)."""
+    """The API application bound to ``host`` and ``port`` (0: a free port the OS picks).
+
+    :param handlers: extra JMAP methods by name (see `make_app`).
+    """
 
     def __init__(
         self,
@@ -57,9 +61,14 @@ class ApiServer:
         port: int,
         health_checks: health.HealthChecks,
         metrics_registry: metrics.MetricsRegistry,
+        handlers: Mapping[str, MethodHandler] | None = None,
     ) -> None:
         self._app = make_app(
-            registry, tokens, health_checks=health_checks, metrics_registry=metrics_registry
+            registry,
+            tokens,
+            health_checks=health_checks,
+            metrics_registry=metrics_registry,
+            handlers=handlers,
         )
         self._runner: web.AppRunner | None = None
         self.host = host
