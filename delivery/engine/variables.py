@@ -45,8 +45,6 @@ def rcpt_variables(
 
     :param recipients: the addresses for ``recipients``; by default those ``message`` holds.
     """
-    sender = message.sender
-    expires_in = 0 if recipient.expires_at is None else max(0, recipient.expires_at - now)
     addresses = (
         list(recipients) if recipients is not None else [r.address for r in message.recipients]
     )
@@ -54,20 +52,13 @@ def rcpt_variables(
         "rcpt": recipient.address,
         "rcpt_domain": recipient.domain,
         "recipients": list[Value](addresses),
-        "sender": sender,
-        "sender_domain": sender.rpartition("@")[2].lower() if "@" in sender else "",
-        "priority": message.priority,
         "retry_num": recipient.retry_num,
         "notify_num": recipient.notify_num,
-        "expires_in": expires_in,
+        "expires_in": 0 if recipient.expires_at is None else max(0, recipient.expires_at - now),
         "last_status": recipient.last_status,
         "last_error": str(recipient.last_error),
         "queue_name": recipient.queue,
-        "queue_age": max(0, now - message.received_at),
-        "received_from_ip": message.received_from_ip,
-        "received_via_port": message.received_via_port,
-        "source": str(message.source),
-        "size": message.size,
+        **_message_variables(message, size=message.size, now=now),
     }
 
 
@@ -80,25 +71,34 @@ def new_rcpt_variables(
     0, ``last_error`` none), not in a queue yet (``queue_name`` ""), no expiry known yet
     (``expires_in`` 0).
     """
-    sender = message.sender
     return {
         "rcpt": address,
         "rcpt_domain": address.rpartition("@")[2].lower(),
         "recipients": list[Value](recipients),
-        "sender": sender,
-        "sender_domain": sender.rpartition("@")[2].lower() if "@" in sender else "",
-        "priority": message.priority,
         "retry_num": 0,
         "notify_num": 0,
         "expires_in": 0,
         "last_status": "",
         "last_error": "none",
         "queue_name": "",
+        **_message_variables(message, size=len(message.body), now=now),
+    }
+
+
+def _message_variables(
+    message: model.NewMessage | model.QueuedMessage, /, *, size: int, now: int
+) -> dict[str, Value]:
+    """The rcpt variables that come from the message, whether queued or about to be."""
+    sender = message.sender
+    return {
+        "sender": sender,
+        "sender_domain": sender.rpartition("@")[2].lower() if "@" in sender else "",
+        "priority": message.priority,
         "queue_age": max(0, now - message.received_at),
         "received_from_ip": message.received_from_ip,
         "received_via_port": message.received_via_port,
         "source": str(message.source),
-        "size": len(message.body),
+        "size": size,
     }
 
 
