@@ -42,12 +42,18 @@ from delivery.cli import client as api_client
 from delivery.errors import ConfigError
 
 __all__ = [
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
     "SINGLETON_ID",
+    "ApiContext",
+    "api_options",
     "create_command",
     "delete_command",
+    "fail",
     "format_set_error",
     "get_command",
     "parse_assignment",
+    "print_json",
     "query_command",
     "update_command",
 ]
@@ -105,7 +111,8 @@ def format_set_error(object_type: str, item_id: str, verb: str, error: Any, /) -
     return f"{object_type} {item_id}: cannot {verb} ({kind}{where}): {description}"
 
 
-def _fail(message: str, /, code: int = EXIT_REFUSED) -> NoReturn:
+def fail(message: str, /, code: int = EXIT_REFUSED) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -135,19 +142,20 @@ def _print_summary(console: Console, object_type: str, objects: Sequence[dict[st
     console.print(table)
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
+    """Print ``value`` as indented JSON (the ``--json`` output)."""
     click.echo(json.dumps(value, indent=2))
 
 
-class _Context:
-    """What every object command needs: a client and the output mode."""
+class ApiContext:
+    """What every command that calls the API needs: a client and the output mode."""
 
     def __init__(self, url: str | None, token: str | None, cfg: str | None, as_json: bool):
         if url is None:
             try:
                 settings = config.load(cfg)
             except ConfigError as exc:
-                _fail(str(exc), EXIT_USAGE)
+                fail(str(exc), EXIT_USAGE)
             url = "http://{}:{}".format(*_connectable(config.host_port(settings.api.listen)))
         self.client = api_client.ApiClient(url, token)
         self.as_json = as_json
@@ -157,7 +165,7 @@ class _Context:
         try:
             action()
         except api_client.ClientError as exc:
-            _fail(str(exc))
+            fail(str(exc))
 
 
 def _connectable(address: tuple[str, int]) -> tuple[str, int]:
@@ -170,8 +178,8 @@ def _connectable(address: tuple[str, int]) -> tuple[str, int]:
     return (f"[{host}]" if ":" in host else host), port
 
 
-def _common(function: F) -> F:
-    """The options every object command takes."""
+def api_options(function: F) -> F:
+    """The options every command that calls the API takes: --json, --token, --url, --config."""
     options = [
         click.option("--json", "as_json", is_flag=True, help="Print the raw method result."),
         click.option(
@@ -211,7 +219,7 @@ _FIELD_HELP = "NAME=VALUE; VALUE is JSON when it parses, else a string. Repeatab
 @click.argument("object_type", metavar="OBJECT")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option("--properties", help="Comma-separated properties to return (default: all).")
-@_common
+@api_options
 def get_command(
     object_type: str,
     ids: tuple[str, ...],
@@ -222,7 +230,7 @@ def get_command(
     cfg: str | None,
 ) -> None:
     """Show objects of type OBJECT: the given IDs, or all (a singleton: the one)."""
-    ctx = _Context(url, token, cfg, as_json)
+    ctx = ApiContext(url, token, cfg, as_json)
 
     def action() -> None:
         result = ctx.client.call(
@@ -233,13 +241,13 @@ def get_command(
             },
         )
         if ctx.as_json:
-            _print_json(result)
+            print_json(result)
         else:
             for obj in result.get("list", []):
                 _print_object(ctx.console, object_type, obj)
         missing = result.get("notFound") or []
         if missing:
-            _fail(f"{object_type} {', '.join(missing)}: not found")
+            fail(f"{object_type} {', '.join(missing)}: not found")
 
     ctx.run(action)
 
@@ -247,7 +255,7 @@ def get_command(
 @click.command("create")
 @click.argument("object_type", metavar="OBJECT")
 @click.option("--field", "fields", multiple=True, metavar="NAME=VALUE", help=_FIELD_HELP)
-@_common
+@api_options
 def create_command(
     object_type: str,
     fields: tuple[str, ...],
@@ -258,15 +266,15 @@ def create_command(
 ) -> None:
     """Create an object of type OBJECT from --field values; prints its id."""
     values = _fields(fields)
-    ctx = _Context(url, token, cfg, as_json)
+    ctx = ApiContext(url, token, cfg, as_json)
 
     def action() -> None:
         result = ctx.client.call(f"x:{object_type}/set", {"create": {"new": values}})
         if ctx.as_json:
-            _print_json(result)
+            print_json(result)
         refused = (result.get("notCreated") or {}).get("new")
         if refused is not None:
-            _fail(format_set_error(object_type, "(new)", "create", refused))
+            fail(format_set_error(object_type, "(new)", "create", refused))
         created = (result.get("created") or {}).get("new") or {}
         if not ctx.as_json:
             click.echo(f"Created {object_type} {created.get('id', '?')}")
@@ -278,7 +286,7 @@ def create_command(
 @click.argument("object_type", metavar="OBJECT")
 @click.argument("object_id", metavar="[ID]", required=False)
 @click.option("--field", "fields", multiple=True, metavar="NAME=VALUE", help=_FIELD_HELP)
-@_common
+@api_options
 def update_command(
     object_type: str,
     object_id: str | None,
@@ -293,18 +301,18 @@ def update_command(
     if not values:
         raise click.UsageError("give at least one --field NAME=VALUE to change")
     target = object_id or SINGLETON_ID
-    ctx = _Context(url, token, cfg, as_json)
+    ctx = ApiContext(url, token, cfg, as_json)
 
     def action() -> None:
         result = ctx.client.call(f"x:{object_type}/set", {"update": {target: values}})
         if ctx.as_json:
-            _print_json(result)
+            print_json(result)
         refused = (result.get("notUpdated") or {}).get(target)
         if refused is not None:
             message = format_set_error(object_type, target, "update", refused)
             if object_id is None and refused.get("type") == "notFound":
                 message += f" ({object_type} is not a singleton: give the ID to update)"
-            _fail(message)
+            fail(message)
         if not ctx.as_json:
             click.echo(f"Updated {object_type} {target}")
 
@@ -316,7 +324,7 @@ def update_command(
 @click.option(
     "--ids", "id_values", multiple=True, required=True, help="Comma-separated ids. Repeatable."
 )
-@_common
+@api_options
 def delete_command(
     object_type: str,
     id_values: tuple[str, ...],
@@ -329,18 +337,18 @@ def delete_command(
     ids = _split_ids(id_values)
     if not ids:
         raise click.UsageError("--ids needs at least one id")
-    ctx = _Context(url, token, cfg, as_json)
+    ctx = ApiContext(url, token, cfg, as_json)
 
     def action() -> None:
         result = ctx.client.call(f"x:{object_type}/set", {"destroy": ids})
         if ctx.as_json:
-            _print_json(result)
+            print_json(result)
         refused = result.get("notDestroyed") or {}
         if not ctx.as_json:
             for destroyed in result.get("destroyed") or []:
                 click.echo(f"Deleted {object_type} {destroyed}")
         if refused:
-            _fail(
+            fail(
                 "\n       ".join(
                     format_set_error(object_type, i, "delete", e) for i, e in refused.items()
                 )
@@ -360,7 +368,7 @@ def delete_command(
 )
 @click.option("--limit", type=click.IntRange(min=0), help="Return at most this many ids.")
 @click.option("--position", type=int, default=0, show_default=True, help="Skip this many.")
-@_common
+@api_options
 def query_command(
     object_type: str,
     conditions: tuple[str, ...],
@@ -378,12 +386,12 @@ def query_command(
         filter_ = parsed[0]
     elif parsed:
         filter_ = {"operator": "AND", "conditions": parsed}
-    ctx = _Context(url, token, cfg, as_json)
+    ctx = ApiContext(url, token, cfg, as_json)
     arguments: dict[str, Any] = {"filter": filter_, "position": position, "limit": limit}
 
     def action() -> None:
         if ctx.as_json:
-            _print_json(ctx.client.call(f"x:{object_type}/query", arguments))
+            print_json(ctx.client.call(f"x:{object_type}/query", arguments))
             return
         # One round trip: the /get takes the ids from the /query (RFC 8620 §3.7).
         reference = {"resultOf": "c0", "name": f"x:{object_type}/query", "path": "/ids"}
