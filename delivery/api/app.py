@@ -152,7 +152,7 @@ async def _session(req: web.Request) -> web.Response:
     if isinstance(principal, web.Response):
         return principal
     base_url = str(req.url.origin())
-    object_types = req.app[REGISTRY_KEY].object_types
+    object_types = req.app[_DISPATCHER_KEY].object_types  # the handlers' objects too
     return _json_response(session.make_session(principal, object_types, base_url=base_url))
 
 

@@ -2,11 +2,13 @@
 
 `Dispatcher.run(request, principal)` answers every call of a checked `Request` in order:
 ``x:<Object>/get``, ``x:<Object>/set`` and ``x:<Object>/query`` for each managed object type
-(the registry's ``object_types``), ``Core/echo``, and extra methods given as ``handlers``
-(objects outside the registry, e.g. ``x:Explain/get``). Before a call runs, its result references
-are resolved (refs.py), its arguments are checked against the method's signature, creation ids
-(``#new1``) are replaced by the ids created earlier in the request, and the token's permission
-is checked. The registry does the rest: validation of values, SetErrors, states, filters.
+(the registry's ``object_types``), ``Core/echo``, and the methods of the ``handlers`` table
+(objects outside the registry: ``x:QueuedMessage/get``, ``x:Explain/get``, each a
+`MethodHandler` with its permission). Before a call runs, its result references are resolved
+(refs.py), its arguments are checked against the method's signature, creation ids (``#new1``)
+are replaced by the ids created earlier in the request (registry objects), and the token's
+permission is checked. The registry, or the handler, does the rest: validation of values,
+SetErrors, states, filters.
 
 Outcomes:
     Each call yields its normal response, or ``["error", {"type", "description"}, callId]``
@@ -15,8 +17,10 @@ Outcomes:
 Security:
     get/query need ``sys<Object>Get`` / ``sys<Object>Query``; /set needs at least one of
     ``sys<Object>Create|Update|Destroy`` and each item is checked by the registry against the
-    one its operation needs, so a token never changes more than it is granted. Unexpected
-    faults answer serverFail without details; the traceback goes to the log.
+    one its operation needs, so a token never changes more than it is granted. A handler's
+    method needs the one permission its `MethodHandler` names, checked here before it runs, so
+    no handler can forget it. Unexpected faults answer serverFail without details; the
+    traceback goes to the log.
 
 Standards: RFC 8620 §3.3-3.7 (Request, errors, references), §5.1 /get, §5.3 /set, §5.5 /query.
 Limits: MAX_OBJECTS_IN_GET ids per /get, MAX_OBJECTS_IN_SET entries per /set (request.py).
@@ -33,7 +37,16 @@ from delivery.api import auth, metrics, refs, request, session
 from delivery.api.failures import MethodFailure
 from delivery.registry.errors import MethodError, StoreError
 
-__all__ = ["OBJECT_PREFIX", "Dispatcher", "MethodHandler", "RegistryLike", "check_arguments"]
+__all__ = [
+    "OBJECT_PREFIX",
+    "SIGNATURES",
+    "ArgumentCheck",
+    "Dispatcher",
+    "HandlerResult",
+    "MethodHandler",
+    "RegistryLike",
+    "check_arguments",
+]
 
 log = logging.getLogger("delivery.api")
 
@@ -41,12 +54,6 @@ OBJECT_PREFIX = "x:"
 """Method names of managed objects are ``x:<Object>/<op>`` (capability urn:stalwart:jmap)."""
 
 ECHO = "Core/echo"
-
-MethodHandler = Callable[
-    [dict[str, Any], auth.Principal], Awaitable[dict[str, Any] | MethodFailure]
-]
-"""An extra method: (resolved arguments, caller) -> response arguments or a MethodFailure. It
-checks its own arguments and permission; the dispatcher checks ``using`` and guards it."""
 
 
 class RegistryLike(Protocol):
@@ -87,9 +94,9 @@ class RegistryLike(Protocol):
     async def set_meta(self, key: str, value: str, /) -> None: ...
 
 
-# Argument checks: name -> (accepts value?, what it must be). None is always accepted: every
-# optional argument of RFC 8620 /get, /set and /query may be null.
-_Check = tuple[Callable[[Any], bool], str]
+ArgumentCheck = tuple[Callable[[Any], bool], str]
+"""One argument's check: (accepts the value?, what it must be, for the error). None is always
+accepted: every optional argument of RFC 8620 /get, /set and /query may be null."""
 
 
 def _strings(value: Any) -> bool:
@@ -104,8 +111,8 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_ACCOUNT: _Check = (lambda v: isinstance(v, str), "a string")
-SIGNATURES: dict[str, dict[str, _Check]] = {
+_ACCOUNT: ArgumentCheck = (lambda v: isinstance(v, str), "a string")
+SIGNATURES: dict[str, dict[str, ArgumentCheck]] = {
     "get": {
         "accountId": _ACCOUNT,
         "ids": (_strings, "an array of ids"),
@@ -133,8 +140,14 @@ SIGNATURES: dict[str, dict[str, _Check]] = {
 """The arguments each method accepts; any other is invalidArguments."""
 
 
-def check_arguments(op: str, arguments: Mapping[str, Any], /) -> MethodFailure | None:
-    """Check ``arguments`` against the signature of ``op`` (get, set or query).
+def check_arguments(
+    op: str,
+    arguments: Mapping[str, Any],
+    /,
+    *,
+    signature: Mapping[str, ArgumentCheck] | None = None,
+) -> MethodFailure | None:
+    """Check ``arguments`` against ``signature``, by default that of ``op`` (get, set, query).
 
     >>> check_arguments("get", {"ids": None}) is None
     True
@@ -143,7 +156,8 @@ def check_arguments(op: str, arguments: Mapping[str, Any], /) -> MethodFailure |
     >>> check_arguments("query", {"fitler": {}}).description
     "unknown argument 'fitler' for /query; expected one of accountId, filter, sort, ..."
     """
-    signature = SIGNATURES[op]
+    if signature is None:
+        signature = SIGNATURES[op]
     for name, value in arguments.items():
         check = signature.get(name)
         if check is None:
@@ -165,6 +179,26 @@ def _substitute(value: str, created: Mapping[str, str]) -> str:
     return value
 
 
+HandlerResult = dict[str, Any] | MethodFailure
+"""What a handler answers: the method's response arguments, or a method-level error."""
+
+
+@dataclass(frozen=True, slots=True)
+class MethodHandler:
+    """A method served outside the registry (``x:QueuedMessage/get``, ``x:Explain/get``).
+
+    The dispatcher resolves result references, checks ``using``, the arguments against
+    ``signature`` (None: the standard one of the method's /get, /set or /query) and the
+    token against ``permission``, and only then awaits ``run(arguments, principal)``. ``run``
+    returns the whole response (``accountId`` included) or a `MethodFailure`; an exception it
+    raises answers serverFail, logged.
+    """
+
+    permission: str
+    run: Callable[[dict[str, Any], auth.Principal], Awaitable[HandlerResult]]
+    signature: Mapping[str, ArgumentCheck] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     object_type: str
@@ -176,7 +210,9 @@ class Dispatcher:
 
     :param registry: the managed objects.
     :param metrics_registry: where the per-method call counter is registered.
-    :param handlers: extra methods by full name (``x:Explain/get``), beside the registry's.
+    :param handlers: the other methods, by full name (``x:Explain/get``).
+    :raises ValueError: a handler name that is not ``x:<Object>/<op>``, or that names a
+        registry object; a handler without a signature whose op is not get, set or query.
     """
 
     def __init__(
@@ -189,6 +225,17 @@ class Dispatcher:
         self._registry = registry
         self._types = frozenset(registry.object_types)
         self._handlers = dict(handlers or {})
+        handled: dict[str, None] = {}  # the handlers' object types, in order, once each
+        for name, handler in self._handlers.items():
+            object_type, slash, op = name.removeprefix(OBJECT_PREFIX).partition("/")
+            if not name.startswith(OBJECT_PREFIX) or not slash or not object_type or not op:
+                raise ValueError(f"handler {name!r} is not named x:<Object>/<op>")
+            if object_type in self._types:
+                raise ValueError(f"handler {name!r}: {object_type} is a registry object")
+            if handler.signature is None and op not in SIGNATURES:
+                raise ValueError(f"handler {name!r} needs a signature: /{op} has no standard one")
+            handled[object_type] = None
+        self._object_types = (*registry.object_types, *handled)
         self._calls = metrics_registry.counter(
             "delivery_api_method_calls_total",
             "JMAP method calls by method and outcome (ok or the error type).",
@@ -216,6 +263,11 @@ class Dispatcher:
             answer["createdIds"] = created
         return answer
 
+    @property
+    def object_types(self) -> tuple[str, ...]:
+        """Every object type served: the registry's, then the handlers' (for the Session)."""
+        return self._object_types
+
     def _known(self, name: str) -> bool:
         return name == ECHO or name in self._handlers or self._parse(name) is not None
 
@@ -233,10 +285,14 @@ class Dispatcher:
     def _unknown(self, name: str) -> MethodFailure:
         """unknownMethod, saying what the server does have."""
         object_type = name.removeprefix(OBJECT_PREFIX).partition("/")[0]
+        handled = [n.partition("/")[2] for n in self._handlers if n.startswith(f"x:{object_type}/")]
         if name.startswith(OBJECT_PREFIX) and object_type in self._types:
             hint = f"{object_type} has the methods {', '.join(f'/{o}' for o in SIGNATURES)}"
+        elif name.startswith(OBJECT_PREFIX) and handled:
+            hint = f"{object_type} has the methods {', '.join(f'/{o}' for o in handled)}"
         else:
             hint = f"methods are x:<Object>/get|set|query for {', '.join(sorted(self._types))}"
+            hint += "".join(f", and {n}" for n in sorted(self._handlers))
         return MethodFailure("unknownMethod", f"unknown method {name!r}: {hint}")
 
     async def _answer(
@@ -260,13 +316,22 @@ class Dispatcher:
             return MethodFailure(
                 "unknownMethod", f"{call.name} needs {request.STALWART_CAPABILITY!r} in 'using'"
             )
-        if target is not None:
+        if handler is not None:
+            failure = check_arguments(
+                call.name.partition("/")[2], arguments, signature=handler.signature
+            )
+            if failure is None and not principal.may(handler.permission):
+                failure = MethodFailure(
+                    "forbidden", f"this token lacks the {handler.permission} permission"
+                )
+        else:
+            assert target is not None
             failure = check_arguments(target.op, arguments)
-            if failure is not None:
-                return failure
+        if failure is not None:
+            return failure
         try:
             if handler is not None:
-                return await handler(arguments, principal)
+                return await handler.run(arguments, principal)
             assert target is not None
             if target.op == "get":
                 return await self._get(target.object_type, arguments, principal, created)
