@@ -22,7 +22,7 @@ Limits: `SCHEMA_VERSION` is checked at open; a newer schema is refused, not gues
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,6 +32,7 @@ from delivery.queue import model
 __all__ = [
     "CANCEL",
     "CLAIM",
+    "COUNT_BY_QUEUE",
     "COUNT_BY_STATUS",
     "DELETE_BODY",
     "DELETE_MESSAGE",
@@ -54,6 +55,7 @@ __all__ = [
     "RELEASE",
     "RELEASE_LEASE",
     "RETRY_NOW",
+    "SCHEDULED_OF_MESSAGE",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_GET",
     "SCHEMA_VERSION_SET",
@@ -63,8 +65,10 @@ __all__ = [
     "SQLITE",
     "UNFINISHED",
     "Dialect",
+    "list_params",
     "message_from_row",
     "message_params",
+    "messages_from_rows",
     "recipient_from_row",
     "recipient_params",
     "schema",
@@ -228,6 +232,8 @@ RELEASE_LEASE: Final = f"""UPDATE queue_recipients
     WHERE id = :id AND lease_token = :token AND status = '{_SCHEDULED}'"""
 RETRY_NOW: Final = f"""UPDATE queue_recipients SET due = :now
     WHERE message_id = :message_id AND status = '{_SCHEDULED}' AND lease_token IS NULL"""
+SCHEDULED_OF_MESSAGE: Final = f"""SELECT id FROM queue_recipients
+    WHERE message_id = :message_id AND status = '{_SCHEDULED}' ORDER BY id"""
 CANCEL: Final = f"""UPDATE queue_recipients SET
     status = '{model.RecipientStatus.CANCELLED.value}', due = NULL, last_status = :reason,
     lease_owner = NULL, lease_token = NULL, lease_until = NULL
@@ -240,14 +246,21 @@ SELECT_RECIPIENTS: Final = f"""SELECT {_RECIPIENT_COLUMNS} FROM queue_recipients
 
 # One page of message ids. CAST(:x AS TEXT) IS NULL means "filter not given", typed
 # so that PostgreSQL can plan it; :no_recipient_filter skips the per-message EXISTS.
-_LIST_PAGE: Final = """SELECT m.id FROM queue_messages m
+_LIST_PAGE: Final = f"""SELECT m.id FROM queue_messages m
     WHERE (CAST(:after AS TEXT) IS NULL OR m.id > :after)
       AND (CAST(:sender AS TEXT) IS NULL OR lower(m.sender) = lower(:sender))
       AND (:no_recipient_filter = 1 OR EXISTS (
           SELECT 1 FROM queue_recipients r WHERE r.message_id = m.id
              AND (CAST(:status AS TEXT) IS NULL OR r.status = :status)
              AND (CAST(:domain AS TEXT) IS NULL OR r.domain = lower(:domain))
-             AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)))
+             AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
+             AND (CAST(:recipient AS TEXT) IS NULL OR lower(r.address) = lower(:recipient))
+             AND (CAST(:due_before AS BIGINT) IS NULL
+                  OR (r.status = '{_SCHEDULED}' AND r.due < :due_before))
+             AND (CAST(:due_after AS BIGINT) IS NULL
+                  OR (r.status = '{_SCHEDULED}' AND r.due >= :due_after))
+             AND (CAST(:deferred AS INTEGER) IS NULL
+                  OR (r.status = '{_SCHEDULED}' AND r.retry_num > 0) = (:deferred = 1))))
     ORDER BY m.id LIMIT :limit"""
 LIST_MESSAGES: Final = f"""SELECT {_MESSAGE_COLUMNS} FROM queue_messages
     WHERE id IN ({_LIST_PAGE}) ORDER BY id"""
@@ -259,6 +272,9 @@ DUE_SOONEST: Final = f"SELECT MIN(due) FROM queue_recipients WHERE status = '{_S
 DUE_SOONEST_IN_QUEUE: Final = DUE_SOONEST + " AND queue = :queue"
 
 COUNT_BY_STATUS: Final = "SELECT status, COUNT(*) FROM queue_recipients GROUP BY status"
+COUNT_BY_QUEUE: Final = (
+    "SELECT queue, status, COUNT(*) FROM queue_recipients GROUP BY queue, status"
+)
 
 UNFINISHED: Final = f"""SELECT 1 FROM queue_recipients
     WHERE message_id = :message_id AND status = '{_SCHEDULED}' LIMIT 1"""
@@ -272,6 +288,36 @@ FINISHED_MESSAGES: Final = f"""SELECT m.id FROM queue_messages m WHERE NOT EXIST
 DELETE_RECIPIENTS: Final = "DELETE FROM queue_recipients WHERE message_id = :message_id"
 DELETE_BODY: Final = "DELETE FROM queue_bodies WHERE message_id = :message_id"
 DELETE_MESSAGE: Final = "DELETE FROM queue_messages WHERE id = :message_id"
+
+
+def list_params(
+    *,
+    status: model.RecipientStatus | None,
+    domain: str | None,
+    sender: str | None,
+    queue: str | None,
+    recipient: str | None,
+    due_before: int | None,
+    due_after: int | None,
+    deferred: bool | None,
+    after: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    """list_params - LIST_MESSAGES and LIST_RECIPIENTS parameters (see `list_messages`)."""
+    recipient_filters = (status, domain, queue, recipient, due_before, due_after, deferred)
+    return {
+        "status": None if status is None else status.value,
+        "domain": domain,
+        "queue": queue,
+        "recipient": recipient,
+        "due_before": due_before,
+        "due_after": due_after,
+        "deferred": None if deferred is None else int(deferred),
+        "no_recipient_filter": int(all(value is None for value in recipient_filters)),
+        "sender": sender,
+        "after": after,
+        "limit": limit,
+    }
 
 
 def message_params(message_id: str, message: model.NewMessage, /) -> dict[str, Any]:
@@ -389,3 +435,13 @@ def message_from_row(
         requiretls=bool(requiretls),
         recipients=tuple(recipients),
     )
+
+
+def messages_from_rows(
+    message_rows: Iterable[Sequence[Any]], recipient_rows: Iterable[Sequence[Any]], /
+) -> list[model.QueuedMessage]:
+    """messages_from_rows - QueuedMessages, in the order of their rows, with their recipients."""
+    by_message: dict[str, list[model.QueuedRecipient]] = {}
+    for recipient in map(recipient_from_row, recipient_rows):
+        by_message.setdefault(recipient.message_id, []).append(recipient)
+    return [message_from_row(row, by_message.get(row[0], [])) for row in message_rows]

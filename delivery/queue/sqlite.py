@@ -42,6 +42,7 @@ from delivery.queue.store import (
     MAX_LEASE_BATCH,
     MAX_LIST_LIMIT,
     PURGE_BATCH,
+    Cancelled,
     MessageNotFound,
     NewEntry,
     Notice,
@@ -303,10 +304,25 @@ class SqliteQueueStore:
         async with self._transaction("retry") as db:
             return await _changes(db, sql.RETRY_NOW, {"message_id": message_id, "now": now})
 
-    async def cancel(self, message_id: str, /, *, reason: str) -> int:
+    async def cancel(
+        self, message_id: str, /, *, reason: str, notice: Notice | None = None
+    ) -> Cancelled:
         """Cancel the message's scheduled recipients; see `QueueStore.cancel`."""
+        if notice is not None:
+            _check_entries([(notice.message, notice.recipients)])
+            if not notice.about:
+                raise ValueError("a notice must be about the recipients it cancels")
+        params = {"message_id": message_id}
         async with self._transaction("cancel") as db:
-            return await _changes(db, sql.CANCEL, {"message_id": message_id, "reason": reason})
+            rows = await db.execute_fetchall(sql.SCHEDULED_OF_MESSAGE, params)
+            ids = frozenset(row[0] for row in rows)
+            if notice is not None and notice.about != ids:
+                return Cancelled(frozenset(), stale=True)
+            await db.execute(sql.CANCEL, {**params, "reason": reason})
+            if notice is None:
+                return Cancelled(ids)
+            [notice_id] = await _insert(db, [(notice.message, notice.recipients)])
+        return Cancelled(ids, notice_id)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -336,28 +352,32 @@ class SqliteQueueStore:
         domain: str | None = None,
         sender: str | None = None,
         queue: str | None = None,
+        recipient: str | None = None,
+        due_before: int | None = None,
+        due_after: int | None = None,
+        deferred: bool | None = None,
         after: str | None = None,
         limit: int = 100,
     ) -> list[model.QueuedMessage]:
         """List messages; see `QueueStore.list_messages`."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}, not {limit}")
-        params = {
-            "status": None if status is None else status.value,
-            "domain": domain,
-            "queue": queue,
-            "no_recipient_filter": int(status is None and domain is None and queue is None),
-            "sender": sender,
-            "after": after,
-            "limit": limit,
-        }
+        params = sql.list_params(
+            status=status,
+            domain=domain,
+            sender=sender,
+            queue=queue,
+            recipient=recipient,
+            due_before=due_before,
+            due_after=due_after,
+            deferred=deferred,
+            after=after,
+            limit=limit,
+        )
         async with self._transaction("list", write=False) as db:
             message_rows = await db.execute_fetchall(sql.LIST_MESSAGES, params)
             recipient_rows = await db.execute_fetchall(sql.LIST_RECIPIENTS, params)
-        by_message: dict[str, list[model.QueuedRecipient]] = {}
-        for recipient in map(sql.recipient_from_row, recipient_rows):
-            by_message.setdefault(recipient.message_id, []).append(recipient)
-        return [sql.message_from_row(row, by_message.get(row[0], [])) for row in message_rows]
+        return sql.messages_from_rows(message_rows, recipient_rows)
 
     async def due_soonest(self, *, queue: str | None = None) -> int | None:
         """Next due time; see `QueueStore.due_soonest`."""
@@ -375,6 +395,12 @@ class SqliteQueueStore:
         counts = dict.fromkeys(model.RecipientStatus, 0)
         counts.update((model.RecipientStatus(status), count) for status, count in rows)
         return counts
+
+    async def count_by_queue(self) -> dict[tuple[str, model.RecipientStatus], int]:
+        """Recipients per queue and status; see `QueueStore.count_by_queue`."""
+        async with self._transaction("count", write=False) as db:
+            rows = await db.execute_fetchall(sql.COUNT_BY_QUEUE)
+        return {(queue, model.RecipientStatus(status)): count for queue, status, count in rows}
 
     async def purge_finished(
         self, message_ids: Sequence[str] | None = None, /, *, limit: int = PURGE_BATCH

@@ -46,6 +46,7 @@ __all__ = [
     "MAX_LEASE_BATCH",
     "MAX_LIST_LIMIT",
     "PURGE_BATCH",
+    "Cancelled",
     "MessageNotFound",
     "NewEntry",
     "Notice",
@@ -76,6 +77,7 @@ class Notice:
 
     ``about`` are the ids of the recipients it reports on, each with an update in the
     same `record` call: the notice is queued only if every one of them was applied.
+    `QueueStore.cancel` takes one too: there ``about`` are the recipients it cancels.
     """
 
     message: model.NewMessage
@@ -128,6 +130,22 @@ class Recorded:
 
     refused: frozenset[int]
     message_ids: tuple[str | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What `QueueStore.cancel` did.
+
+    ``ids`` are the recipients it cancelled (empty: none was scheduled, or ``stale``).
+    ``notice_id`` is the id the notice was queued under, ``None`` when none was given or
+    ``stale``. ``stale`` is True when a notice was given but the message's scheduled
+    recipients were no longer exactly the ones it reports on (one was delivered or failed
+    meanwhile): then nothing changed; read the message again and build the notice anew.
+    """
+
+    ids: frozenset[int]
+    notice_id: str | None = None
+    stale: bool = False
 
 
 class QueueStore(Protocol):
@@ -210,13 +228,21 @@ class QueueStore(Protocol):
         """
         ...
 
-    async def cancel(self, message_id: str, /, *, reason: str) -> int:
-        """Mark the message's scheduled recipients CANCELLED, without any DSN.
+    async def cancel(
+        self, message_id: str, /, *, reason: str, notice: Notice | None = None
+    ) -> Cancelled:
+        """Mark the message's scheduled recipients CANCELLED, with ``notice`` if given.
 
         ``reason`` becomes their ``last_status``. A leased recipient is cancelled
-        too; its worker's later `record` is refused.
+        too; its worker's later `record` is refused. ``notice`` (the DSN to the sender)
+        is queued in the same transaction, so that the cancellation and its DSN happen
+        together or not at all; its ``about`` must be the message's scheduled
+        recipients, the ones cancelled: if they changed since it was built, nothing is
+        cancelled and `Cancelled.stale` says so. Without a notice, no DSN is sent.
 
-        :returns: how many recipients were cancelled.
+        :returns: the recipients cancelled and the notice's message id.
+        :raises InvalidEnvelope: a notice without recipients.
+        :raises ValueError: a notice about no recipient.
         """
         ...
 
@@ -238,17 +264,26 @@ class QueueStore(Protocol):
         domain: str | None = None,
         sender: str | None = None,
         queue: str | None = None,
+        recipient: str | None = None,
+        due_before: int | None = None,
+        due_after: int | None = None,
+        deferred: bool | None = None,
         after: str | None = None,
         limit: int = 100,
     ) -> list[model.QueuedMessage]:
         """List messages by id (arrival order), with all their recipients.
 
-        Filters combine with AND: ``status``, ``domain`` (case-insensitive) and
-        ``queue`` keep messages with at least one recipient matching all three;
-        ``sender`` matches the envelope sender case-insensitively (``""`` is the
-        null sender). ``after`` is the last id of the previous page. An operator's
-        tool: it walks messages in id order, so a filter that matches few messages
-        reads many.
+        Filters combine with AND. The recipient filters keep messages with at least
+        one recipient matching all of them: ``status``; ``domain`` (case-insensitive);
+        ``queue``; ``recipient``, the address (case-insensitive, whole address);
+        ``due_before`` and ``due_after`` (epoch ms), a scheduled recipient due
+        before that time (``due < due_before``), or at or after it (``due >=
+        due_after``), as RFC 8621 reads ``before`` and ``after`` (a leased recipient
+        is due when its lease lapses); ``deferred``, True for a scheduled recipient
+        already attempted (``retry_num > 0``), False for any other. ``sender``
+        matches the envelope sender case-insensitively (``""`` is the null sender).
+        ``after`` is the last id of the previous page. An operator's tool: it walks
+        messages in id order, so a filter that matches few messages reads many.
 
         :raises ValueError: ``limit`` outside 1..`MAX_LIST_LIMIT`.
         """
@@ -274,6 +309,14 @@ class QueueStore(Protocol):
 
     async def count_by_status(self) -> dict[model.RecipientStatus, int]:
         """Recipients per status, every status present (for metrics)."""
+        ...
+
+    async def count_by_queue(self) -> dict[tuple[str, model.RecipientStatus], int]:
+        """Recipients per virtual queue and status (for metrics).
+
+        Only the pairs that have recipients are present: the store does not know
+        which queues are configured. A full count, like `count_by_status`.
+        """
         ...
 
     async def close(self) -> None:

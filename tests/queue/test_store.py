@@ -9,11 +9,12 @@ import pytest
 
 from delivery.errors import LastError
 from delivery.queue import model
-from delivery.queue.store import MessageNotFound, Notice, QueueStore
+from delivery.queue.store import Cancelled, MessageNotFound, Notice, QueueStore
 from tests.plugins.queue import T0, StoreOpener, make_message, make_recipient
 
 Status = model.RecipientStatus
 MINUTE = 60_000
+HOUR = 60 * MINUTE
 
 
 def deferred(lease: model.Lease, rcpt: model.QueuedRecipient, due: int) -> model.RecipientUpdate:
@@ -510,10 +511,12 @@ async def test_cancel_finishes_scheduled_recipients_and_refuses_their_outcome(
     message_id = await store.enqueue(
         make_message(), [make_recipient("a@x.org"), make_recipient("b@y.org")]
     )
-    [lease, _] = await store.lease_due(now=T0, owner="n", lease_ms=MINUTE, limit=10)
+    [lease, other] = await store.lease_due(now=T0, owner="n", lease_ms=MINUTE, limit=10)
     await store.record([delivered(lease, lease.recipients[0])])
 
-    assert await store.cancel(message_id, reason="cancelled by admin") == 1
+    result = await store.cancel(message_id, reason="cancelled by admin")
+
+    assert result == Cancelled(frozenset({other.recipients[0].id}))
 
     got = await store.get_message(message_id)
     assert got is not None
@@ -530,6 +533,63 @@ async def test_cancel_refuses_the_outcome_of_a_leased_recipient(store: QueueStor
     await store.cancel(message_id, reason="stop")
 
     assert (await store.record([delivered(lease, lease.recipients[0])])).refused
+
+
+async def test_cancel_queues_its_dsn_in_the_same_transaction(store: QueueStore) -> None:
+    message_id = await store.enqueue(
+        make_message(), [make_recipient("a@x.org"), make_recipient("b@y.org")]
+    )
+    [lease, _] = await store.lease_due(now=T0, owner="n", lease_ms=MINUTE, limit=10)
+    await store.record([delivered(lease, lease.recipients[0])])
+    got = await store.get_message(message_id)
+    assert got is not None
+    scheduled = [r for r in got.recipients if r.status is Status.SCHEDULED]
+
+    result = await store.cancel(message_id, reason="cancelled by admin", notice=notice(*scheduled))
+
+    assert result.ids == {scheduled[0].id} and not result.stale
+    assert result.notice_id is not None
+    dsn = await store.get_message(result.notice_id)
+    assert dsn is not None and (dsn.sender, dsn.source) == ("", model.MessageSource.DSN)
+    assert await store.list_messages(status=Status.CANCELLED) != []
+
+
+async def test_cancel_with_a_stale_dsn_changes_nothing(store: QueueStore) -> None:
+    # The DSN was built when both recipients were scheduled; one was delivered since: a
+    # cancellation with it would tell the sender a delivered recipient was cancelled.
+    message_id = await store.enqueue(
+        make_message(), [make_recipient("a@x.org"), make_recipient("b@y.org")]
+    )
+    before = await store.get_message(message_id)
+    assert before is not None
+    [lease, _] = await store.lease_due(now=T0, owner="n", lease_ms=MINUTE, limit=10)
+    await store.record([delivered(lease, lease.recipients[0])])
+    after = await store.get_message(message_id)
+
+    result = await store.cancel(message_id, reason="stop", notice=notice(*before.recipients))
+
+    assert result == Cancelled(frozenset(), stale=True)
+    assert await store.get_message(message_id) == after
+    assert len(await store.list_messages()) == 1
+
+
+async def test_cancel_of_a_finished_or_unknown_message_cancels_nothing(store: QueueStore) -> None:
+    message_id = await store.enqueue(make_message(), [make_recipient()])
+    await store.cancel(message_id, reason="first")
+
+    assert await store.cancel(message_id, reason="again") == Cancelled(frozenset())
+    assert await store.cancel("unknown", reason="stop") == Cancelled(frozenset())
+
+
+async def test_cancel_checks_its_notice(store: QueueStore) -> None:
+    message_id = await store.enqueue(make_message(), [make_recipient()])
+    with pytest.raises(ValueError):
+        await store.cancel(message_id, reason="stop", notice=notice())
+    dsn = make_message(sender="", source=model.MessageSource.DSN)
+    with pytest.raises(model.InvalidEnvelope):
+        await store.cancel(message_id, reason="stop", notice=Notice(dsn, [], frozenset({1})))
+    got = await store.get_message(message_id)
+    assert got is not None and got.recipients[0].status is Status.SCHEDULED
 
 
 # --- listing, counting, purging ---------------------------------------------------------
@@ -578,6 +638,44 @@ async def test_list_filters_combine_and_pages_follow_arrival(store: QueueStore) 
     assert [r.address for r in listed.recipients] == ["u@two.example", "v@one.example"]
 
 
+async def test_list_filters_by_recipient_due_and_deferral(store: QueueStore) -> None:
+    early = await store.enqueue(
+        make_message(received_at=T0),
+        [make_recipient("Early@one.example", due=T0), make_recipient("x@two.example", due=T0)],
+    )
+    late = await store.enqueue(
+        make_message(received_at=T0 + 1), [make_recipient("late@one.example", due=T0 + HOUR)]
+    )
+    done = await store.enqueue(
+        make_message(received_at=T0 + 2), [make_recipient("done@one.example", due=T0)]
+    )
+    leases = await lease_all(store, now=T0)
+    by_address = {r.address: (lease, r) for lease in leases for r in lease.recipients}
+    await store.record(
+        [
+            deferred(*by_address["Early@one.example"], T0 + 2 * HOUR),  # attempted: deferred
+            delivered(*by_address["x@two.example"]),
+            failed(*by_address["done@one.example"]),
+        ]
+    )
+
+    async def ids(**filters: object) -> list[str]:
+        return [m.id for m in await store.list_messages(**filters)]  # type: ignore[arg-type]
+
+    assert await ids(recipient="early@ONE.example") == [early]
+    assert await ids(recipient="early") == []  # the whole address, not a part
+    assert await ids(deferred=True) == [early]
+    assert await ids(deferred=False) == [early, late, done]  # x@ and done@ are final
+    assert await ids(deferred=False, status=Status.SCHEDULED) == [late]
+    assert await ids(due_before=T0 + HOUR) == []
+    assert await ids(due_before=T0 + HOUR + 1) == [late]
+    assert await ids(due_after=T0 + HOUR) == [early, late]
+    assert await ids(due_after=T0 + HOUR + 1) == [early]
+    assert await ids(due_after=T0 + HOUR, due_before=T0 + 2 * HOUR) == [late]
+    assert await ids(due_after=T0 + HOUR, domain="two.example") == []  # one recipient, both
+    assert await ids(recipient="x@two.example", status=Status.DELIVERED) == [early]
+
+
 @pytest.mark.parametrize("limit", [0, 1001])
 async def test_list_limit_is_checked(store: QueueStore, limit: int) -> None:
     with pytest.raises(ValueError):
@@ -594,6 +692,21 @@ async def test_count_by_status_covers_every_status(store: QueueStore) -> None:
         Status.DELIVERED: 1,
         Status.FAILED: 1,
         Status.CANCELLED: 0,
+    }
+
+
+async def test_count_by_queue_counts_recipients_per_queue_and_status(store: QueueStore) -> None:
+    await store.enqueue(
+        make_message(),
+        [make_recipient("a@example.com"), make_recipient("b@example.com", queue="local")],
+    )
+    await store.enqueue(make_message(), [make_recipient("c@example.com")])
+    leases = await store.lease_due(now=T0, owner="n", lease_ms=MINUTE, limit=10, queue="local")
+    await store.record([failed(leases[0], leases[0].recipients[0])])
+
+    assert await store.count_by_queue() == {
+        ("remote", Status.SCHEDULED): 2,
+        ("local", Status.FAILED): 1,
     }
 
 
