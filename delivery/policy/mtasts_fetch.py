@@ -30,7 +30,8 @@ Sharing and caching:
     domains, least recently used evicted. A failed fetch is remembered for
     `MTA_STS_FAILURE_HOLD_S` per (domain, id), so that a dead or slow policy host does not
     cost every delivery to that domain the whole timeout; a new TXT id retries at once.
-    ``hits`` / ``misses`` count lookups answered from the cache / that needed a fetch.
+    ``hits`` / ``misses`` count lookups answered from the cache / that needed a fetch;
+    ``fetched`` / ``fetch_failures`` count the fetches themselves (for metrics).
 
 Security:
     Every name is resolved by the engine's `delivery.dns` resolver (``[dns] nameservers``),
@@ -209,6 +210,10 @@ class MtaStsResolver:
         """Lookups answered from the cache without fetching (a failed refresh included)."""
         self.misses = 0
         """Lookups that needed a fetch (joined or started, whatever its outcome)."""
+        self.fetched = 0
+        """Fetches that returned a valid policy (one per fetch, however many callers joined)."""
+        self.fetch_failures = 0
+        """Fetches that failed (a remembered failure is no new fetch)."""
 
     async def policy_for(self, domain: str, /, *, timeout_ms: int) -> mtasts.PolicyLookup:
         """policy_for - the MTA-STS policy of ``domain`` (see the module docstring).
@@ -334,12 +339,14 @@ class MtaStsResolver:
                 f"within {timeout_ms} ms (mtaStsTimeout)",
             )
         if isinstance(result, mtasts.Policy):
+            self.fetched += 1
             self.cache.put(domain, result, policy_id)
             self._held.pop(key, None)
             log.info("MTA-STS policy of %s (id %s): %s", domain, policy_id, result.describe())
             for note in result.notes:
                 log.info("MTA-STS policy of %s: %s", domain, note)
         else:
+            self.fetch_failures += 1
             self._hold(key, result)
             log.warning("%s", result.reason)
         return result
