@@ -162,7 +162,7 @@ async def _healthz(req: web.Request) -> web.Response:
 
 
 async def _metrics(req: web.Request) -> web.Response:
-    response = web.Response(text=req.app[METRICS_KEY].render())
+    response = web.Response(text=await req.app[METRICS_KEY].scrape())
     response.headers["Content-Type"] = metrics.CONTENT_TYPE
     return response
 
