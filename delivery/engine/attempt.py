@@ -71,6 +71,7 @@ from delivery import config, expr
 from delivery.dns import resolver as dns_resolver
 from delivery.dns.result import DnsResult, Lookup
 from delivery.engine import dsn, local, outcome, planner
+from delivery.engine import metrics as engine_metrics
 from delivery.errors import ConfigError, DnsTempFail, LastError
 from delivery.expr import resolve as expr_resolve
 from delivery.policy import dane, mtasts, mtasts_fetch, tlsrpt
@@ -317,6 +318,7 @@ class Attempt:
     :param dnssec: whether the resolver validates DNSSEC (the daemon's probe).
     :param results: recipient id -> RecipientResult, written as each becomes final.
     :param tls_results: where each TLS session attempt's TLS-RPT result is appended.
+    :param metrics: where each session ready for mail is counted; None: not counted.
     :param rng: randomness for MX and address order and source address choice.
     :param clock: epoch milliseconds, for the time of TLS-RPT results.
     """
@@ -333,6 +335,7 @@ class Attempt:
         env: expr.Environment,
         results: dict[int, RecipientResult],
         tls_results: list[tlsrpt.SessionResult] | None = None,
+        metrics: engine_metrics.DeliveryMetrics | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], int] = model.now_ms,
     ) -> None:
@@ -348,6 +351,7 @@ class Attempt:
         self._clock = clock
         self.results = results
         self.tls_results: list[tlsrpt.SessionResult] = [] if tls_results is None else tls_results
+        self._metrics = metrics
         self._pending: dict[int, Target] = {t.recipient.id: t for t in job.targets}
         self._last: dict[int, tuple[outcome.Failure, TlsReport | None, planner.HostPlan | None]]
         self._last = {}
@@ -780,6 +784,8 @@ class Attempt:
         except smtp_errors.SmtpError as exc:
             self._fail(targets, failure_of(exc), final=final, host=plan)
             return
+        if self._metrics is not None:
+            self._metrics.tls_session(tls)
         async with session:
             try:
                 if plan.tls_plan.tls is tls_policy.TlsMode.REQUIRED and not session.is_tls:
