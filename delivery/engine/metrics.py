@@ -7,7 +7,7 @@ its small methods where the facts are settled, and `watch` adds what is read at 
                                    ``delivery.engine`` log line)
     tls_session(report)            an SMTP session is ready for mail: clear text, or TLS and
                                    how the host was authenticated (attempt, after STARTTLS)
-    attempt_ended(seconds, actions)  one attempt (one message, domain and route) ended
+    attempt_ended(seconds, ids, results)  one attempt (one message, domain and route) ended
     watch(queue=..., dns_cache=..., mta_sts=...)  the queue's size by virtual queue and
                                    status, and the DNS and MTA-STS caches' counts
 
@@ -101,6 +101,13 @@ class Settled(Protocol):
 
     @property
     def kind(self) -> LastError: ...
+
+
+class Ended(Protocol):
+    """A recipient's attempt result (`attempt.RecipientResult`)."""
+
+    @property
+    def outcome(self) -> Settled: ...
 
 
 class QueueCounts(Protocol):
@@ -241,8 +248,11 @@ class DeliveryMetrics:
         """Count one session that is ready for MAIL FROM (`tls_authentication` labels it)."""
         self._sessions[tls_authentication(report)].inc()
 
-    def attempt_ended(self, seconds: float, actions: Iterable[str], /) -> None:
-        """Observe one attempt's duration; ``actions`` are its recipients' outcome actions."""
+    def attempt_ended(
+        self, seconds: float, recipient_ids: Iterable[int], results: Mapping[int, Ended], /
+    ) -> None:
+        """Observe one attempt's duration, labelled by the results of its recipients."""
+        actions = (results[rid].outcome.action for rid in recipient_ids if rid in results)
         self._durations[attempt_outcome(actions)].observe(seconds)
 
     def watch(

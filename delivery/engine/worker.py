@@ -77,6 +77,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -85,6 +86,7 @@ from typing import Literal, Protocol, TypeVar
 from delivery import config, durations, expr
 from delivery.dns import resolver as dns_resolver
 from delivery.engine import attempt, dsn, intake, outcome, planner, variables
+from delivery.engine import metrics as engine_metrics
 from delivery.engine import schedule as timing
 from delivery.errors import DnsTempFail, LastError
 from delivery.policy import mtasts_fetch, tlsrpt, tlsrpt_store
@@ -396,6 +398,7 @@ class Worker:
     :param mta_sts: the MTA-STS resolver; by default one on ``resolver`` and ``[tls]
         ca_file``, owned (closed on stop) by the worker.
     :param tlsrpt: where TLS-RPT results are recorded; None: not recorded.
+    :param metrics: where outcomes, sessions and attempt durations are counted; None: not.
     :param dnssec_probe_interval_ms: how often the DNSSEC probe asks again.
     :raises OSError, ssl.SSLError: ``[tls] ca_file`` cannot be read.
     """
@@ -415,6 +418,7 @@ class Worker:
         rng: random.Random | None = None,
         mta_sts: mtasts_fetch.MtaStsResolver | None = None,
         tlsrpt: tlsrpt_store.TlsRptStore | None = None,
+        metrics: engine_metrics.DeliveryMetrics | None = None,
         dnssec_probe_interval_ms: int = DNSSEC_PROBE_INTERVAL_MS,
     ) -> None:
         self._settings = settings
@@ -454,6 +458,7 @@ class Worker:
         )
         """Whether the resolver validates DNSSEC (DANE is unavailable while it does not)."""
         self.tlsrpt = tlsrpt
+        self.metrics = metrics
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -720,6 +725,7 @@ class Worker:
                 targets=tuple(targets),
             )
             sessions: list[tlsrpt.SessionResult] = []
+            started = time.perf_counter()
             try:
                 await attempt.Attempt(
                     job,
@@ -731,12 +737,16 @@ class Worker:
                     env=self._env,
                     results=results,
                     tls_results=sessions,
+                    metrics=self.metrics,
                     rng=self._rng,
                     clock=self._clock,
                 ).run()
             finally:  # the sessions took place, whatever became of the attempt
                 if self.tlsrpt is not None and sessions:
                     self.tlsrpt.record(sessions, source=message.source)
+                if self.metrics is not None:
+                    ids = [target.recipient.id for target in targets]
+                    self.metrics.attempt_ended(time.perf_counter() - started, ids, results)
 
     # ---- recording --------------------------------------------------------------------------
 
@@ -960,6 +970,8 @@ class Worker:
     ) -> None:
         """The structured log line of one recipient's attempt, and the history entry."""
         got, update = settlement.outcome, settlement.update
+        if self.metrics is not None:
+            self.metrics.recipient_outcome(got)
         tls = result.tls.describe() if result is not None and result.tls is not None else "-"
         plan = result.target.plan if result is not None else None
         route = plan.route.name if plan is not None else "-"
@@ -1037,6 +1049,7 @@ def build_worker(
     *,
     owner: str | None = None,
     tlsrpt: tlsrpt_store.TlsRptStore | None = None,
+    metrics: engine_metrics.DeliveryMetrics | None = None,
 ) -> Worker:
     """build_worker - the worker `delivery serve` runs, with a resolver from the settings.
 
@@ -1045,6 +1058,7 @@ def build_worker(
     :param owner: the lease owner name; default the ``hostname`` setting (one daemon per host
         and queue; see the module docstring).
     :param tlsrpt: where TLS-RPT results are recorded; None: not recorded.
+    :param metrics: where the worker counts what it does; None: not counted.
     :raises OSError, ssl.SSLError: ``[tls] ca_file`` cannot be read.
     """
     resolver = dns_resolver.Resolver(
@@ -1053,7 +1067,13 @@ def build_worker(
         trust_ad=settings.dns.dnssec == "trust-ad",
     )
     worker = Worker(
-        settings, registry, store, resolver, owner=owner or settings.hostname, tlsrpt=tlsrpt
+        settings,
+        registry,
+        store,
+        resolver,
+        owner=owner or settings.hostname,
+        tlsrpt=tlsrpt,
+        metrics=metrics,
     )
     worker.close_on_stop(resolver.close)
     return worker
