@@ -7,7 +7,8 @@ reverse order (STYLE §15): the API stops taking requests before the registry cl
     store        registry, queue and (``[tlsrpt] enabled``) the TLS-RPT aggregates, all in the
                  one database file
     worker       the delivery worker, its MTA-STS resolver and DNSSEC probe; /healthz "worker"
-                 and "dns" (degraded while the resolver does not validate DNSSEC: no DANE)
+                 and "dns" (degraded while the resolver does not validate DNSSEC: no DANE);
+                 the delivery metrics (engine/metrics.py) in the /metrics registry
     tlsrpt       the daily TLS reports (RFC 8460): `send_reports` every hour, in a task it
                  owns; mail reports are queued with source ``report`` (null sender)
     submission   the SMTP submission listener
@@ -42,6 +43,7 @@ from delivery.api import bootstrap, health, metrics, server
 from delivery.dns import names as dns_names
 from delivery.engine import attempt as engine_attempt
 from delivery.engine import intake
+from delivery.engine import metrics as engine_metrics
 from delivery.engine import worker as engine_worker
 from delivery.errors import ConfigError, DeliveryError
 from delivery.policy import tlsrpt_send, tlsrpt_store
@@ -157,8 +159,16 @@ async def store(runtime: Runtime) -> AsyncIterator[None]:
 async def worker(runtime: Runtime) -> AsyncIterator[None]:
     """Run the delivery worker; it drains in-flight deliveries when the daemon stops."""
     settings = runtime.settings
+    registry, queue = runtime.require_registry(), runtime.require_queue()
+    delivery_metrics = engine_metrics.DeliveryMetrics(runtime.metrics_registry)
     delivery_worker = engine_worker.build_worker(
-        settings, runtime.require_registry(), runtime.require_queue(), tlsrpt=runtime.tlsrpt
+        settings, registry, queue, tlsrpt=runtime.tlsrpt, metrics=delivery_metrics
+    )
+    delivery_metrics.watch(
+        queue=queue,
+        queue_names=lambda: [q.name for q in registry.snapshot().virtual_queues],
+        dns_cache=delivery_worker.resolver.cache,
+        mta_sts=delivery_worker.mta_sts,
     )
     servers = settings.dns.servers()
 
