@@ -130,7 +130,8 @@ def delivery_detail(result: engines.RunResult) -> Iterable[str]:
     main = sum(t["cpu_s"] for t in threads if t["main"])
     others = sum(t["cpu_s"] for t in threads if not t["main"])
     yield (
-        f"      delivery CPU: event-loop thread {main:.2f} s ({main / n * 1000:.3f} ms/msg), "
+        f"      delivery CPU ({detail.get('loop', 'asyncio')} event loop): "
+        f"event-loop thread {main:.2f} s ({main / n * 1000:.3f} ms/msg), "
         f"other threads (SQLite store, executor) {others:.2f} s ({others / n * 1000:.3f} ms/msg)"
     )
     calls, wall = detail.get("store_calls", {}), detail.get("store_wall_s", {})

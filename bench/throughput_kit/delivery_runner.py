@@ -42,7 +42,7 @@ import aiosqlite
 
 from bench.throughput_kit import batch, procs
 from delivery import config, expr
-from delivery.engine import attempt, intake
+from delivery.engine import attempt, eventloop, intake
 from delivery.engine import worker as engine_worker
 from delivery.queue import model
 from delivery.queue import store as queue_store
@@ -236,6 +236,7 @@ async def run(args: argparse.Namespace) -> None:
         "done",
         {
             "complete": complete,
+            "loop": eventloop.loop_name(),
             "settled": settled,
             "settled_s": settled_s,
             "cpu_s": (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime),
@@ -268,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    asyncio.run(run(args))
+    eventloop.run(run(args))
 
 
 if __name__ == "__main__":
