@@ -40,6 +40,7 @@ import click
 
 from delivery import config, expr
 from delivery.api import bootstrap, health, metrics, server
+from delivery.api import explain as api_explain
 from delivery.dns import names as dns_names
 from delivery.engine import attempt as engine_attempt
 from delivery.engine import intake
@@ -323,10 +324,16 @@ async def submission(runtime: Runtime) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def api(runtime: Runtime) -> AsyncIterator[None]:
-    """Serve the management API on ``[api] listen``; prints the first-start admin token."""
+    """Serve the management API on ``[api] listen``; prints the first-start admin token.
+
+    With the worker running, ``x:Explain/get`` explains with its resolver and MTA-STS cache.
+    """
     registry = runtime.require_registry()
     tokens = await bootstrap.load_tokens(registry, runtime.settings.api.tokens)
     host, port = config.host_port(runtime.settings.api.listen)
+    handlers = {}
+    if runtime.worker is not None:
+        handlers.update(api_explain.handlers(runtime.settings, registry, runtime.worker))
     async with server.ApiServer(
         registry,
         tokens.table,
@@ -334,6 +341,7 @@ async def api(runtime: Runtime) -> AsyncIterator[None]:
         port=port,
         health_checks=runtime.health_checks,
         metrics_registry=runtime.metrics_registry,
+        handlers=handlers,
     ) as listener:
         runtime.api_url = listener.url
         if tokens.new_admin_secret is not None:
