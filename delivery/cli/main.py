@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "query": "delivery.cli.objects:query_command",
     "harness": "delivery.cli.harness:harness",
     "send": "delivery.cli.send:send_command",
+    "queue": "delivery.cli.queue:queue",
 }
 
 

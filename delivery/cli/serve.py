@@ -41,6 +41,7 @@ import click
 from delivery import config, expr
 from delivery.api import bootstrap, health, metrics, server
 from delivery.api import explain as api_explain
+from delivery.api import queue as api_queue
 from delivery.dns import names as dns_names
 from delivery.engine import attempt as engine_attempt
 from delivery.engine import intake
@@ -326,7 +327,8 @@ async def submission(runtime: Runtime) -> AsyncIterator[None]:
 async def api(runtime: Runtime) -> AsyncIterator[None]:
     """Serve the management API on ``[api] listen``; prints the first-start admin token.
 
-    With the worker running, ``x:Explain/get`` explains with its resolver and MTA-STS cache.
+    With the worker running, ``x:Explain/get`` explains with its resolver and MTA-STS cache,
+    and ``x:QueuedMessage`` serves the queue (a retry or a cancel DSN wakes the worker).
     """
     registry = runtime.require_registry()
     tokens = await bootstrap.load_tokens(registry, runtime.settings.api.tokens)
@@ -334,6 +336,14 @@ async def api(runtime: Runtime) -> AsyncIterator[None]:
     handlers = {}
     if runtime.worker is not None:
         handlers.update(api_explain.handlers(runtime.settings, registry, runtime.worker))
+        queued = api_queue.QueuedMessages.for_daemon(
+            runtime.settings,
+            registry,
+            runtime.require_queue(),
+            resolver=runtime.worker.resolver,
+            wake=runtime.worker.wake,
+        )
+        handlers.update(queued.handlers())
     async with server.ApiServer(
         registry,
         tokens.table,
