@@ -7,6 +7,14 @@ decided one by one, creates, then updates, then destroys (RFC 8620 §5.3), each 
 the earlier successful items left; a refused item changes nothing, and the successful ones
 are committed together. After a /set that changed something, the snapshot is rebuilt.
 
+Several nodes:
+    Every node opens its own Registry on the shared database (SQLite file or PostgreSQL).
+    A /set moves its type's state counter in its own transaction; each registry reads the
+    counters every ``refresh_interval_ms`` (`REFRESH_INTERVAL_MS`) and rebuilds its snapshot
+    when one moved (`refresh`). So a change made through any node's API reaches the engine of
+    every node within about a second; /get, /set and /query read the database and are current
+    at once everywhere.
+
 Ids and states:
     Ids are the numbers of a store-wide sequence that only moves forward, written in
     lowercase base 32 (``b``, ``c``, ... ``9``, ``ba``, ...): short, opaque, never reused,
@@ -29,19 +37,26 @@ Standards: RFC 8620 §5.1 (/get), §5.3 (/set), §5.5 (/query).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final
 
-from delivery import config
+from delivery import config, pg
 from delivery.errors import ConfigError
-from delivery.registry import changes, defaults, query, schema, sqlite, validation
+from delivery.registry import changes, defaults, postgres, query, schema, sqlite, validation
 from delivery.registry.errors import MethodError, SetError, StoreError
 from delivery.registry.schema import SINGLETON_ID, ObjectSpec
 from delivery.registry.snapshot import Snapshot, build_snapshot
 from delivery.registry.store import SCHEMA_VERSION, Reader, Store, StoredObject, Writer
 
-__all__ = ["Registry", "format_id", "format_state"]
+__all__ = ["REFRESH_INTERVAL_MS", "Registry", "format_id", "format_state"]
+
+log = logging.getLogger("delivery.registry")
+
+REFRESH_INTERVAL_MS: Final = 1000
+"""How often a registry looks for changes other nodes made: the longest a change takes to
+reach every node's engine. One read of a few rows per second and node costs nothing."""
 
 _ID_ALPHABET: Final = "abcdefghjkmnpqrstvwxyz0123456789"
 """Base 32 without i, l, o, u (Crockford's choice: no look-alikes), letters first."""
@@ -75,16 +90,21 @@ class Registry:
     def __init__(self, store: Store, snapshot: Snapshot, /) -> None:
         self._store = store
         self._snapshot = snapshot
-        # Held from a /set's transaction until its snapshot is in place, so that snapshots
-        # are installed in commit order.
+        # Held from a /set's transaction (or a refresh's read) until its snapshot is in
+        # place, so that snapshots are installed in commit order.
         self._write_lock = asyncio.Lock()
+        self._refresher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, url: str, /) -> Registry:
+    async def open(
+        cls, url: str, /, *, refresh_interval_ms: int | None = REFRESH_INTERVAL_MS
+    ) -> Registry:
         """Open the store at ``url``; a new store gets the first-start objects.
 
-        :param url: ``sqlite://<file path>`` (``sqlite:///var/lib/delivery/delivery.db``);
-            the folder is created when missing.
+        :param url: ``sqlite://<file path>`` (``sqlite:///var/lib/delivery/delivery.db``;
+            the folder is created when missing) or ``postgresql://...`` (`delivery.pg`).
+        :param refresh_interval_ms: how often to look for changes made by other registries
+            on the same database (see Several nodes); None: never (`refresh` still works).
         :raises ConfigError: the URL is not one this registry can use.
         :raises StoreError: the database cannot be opened or initialised.
         """
@@ -96,11 +116,63 @@ class Registry:
         except BaseException:
             await store.close()
             raise
-        return cls(store, snapshot)
+        registry = cls(store, snapshot)
+        if refresh_interval_ms is not None:
+            registry._refresher = asyncio.create_task(
+                registry._refresh_every(refresh_interval_ms / 1000), name="registry refresh"
+            )
+        return registry
 
     async def close(self) -> None:
-        """Close the store; the registry is unusable afterwards."""
+        """Stop refreshing and close the store; the registry is unusable afterwards."""
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            await asyncio.wait([refresher])
         await self._store.close()
+
+    async def refresh(self) -> bool:
+        """refresh - rebuild the snapshot if objects changed since it was built (by another
+        registry on the same database: this one's own /set rebuilds it at once).
+
+        :returns: True when a new snapshot is in place.
+        :raises StoreError: the database cannot be read (the snapshot stays as it was).
+        """
+        async with self._write_lock:
+            async with self._store.read() as reader:
+                counters = await reader.states()
+            seen = self._snapshot.states
+            moved = [
+                name
+                for name in self.object_types
+                if format_state(counters.get(name, 0)) != seen.get(name)
+            ]
+            if not moved:
+                return False
+            self._snapshot = await _load_snapshot(self._store)
+        log.info("managed objects changed on another node (%s): snapshot rebuilt", ", ".join(moved))
+        return True
+
+    async def _refresh_every(self, interval_s: float) -> None:
+        """`refresh` every ``interval_s``; an outage is logged when it starts and ends."""
+        failing = False
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh()
+            except StoreError as exc:
+                if not failing:
+                    log.warning("cannot look for changes of managed objects: %s", exc)
+                failing = True
+                continue
+            except Exception:  # the refresh must outlive any one bug: log, wait, go on
+                if not failing:
+                    log.exception("cannot look for changes of managed objects")
+                failing = True
+                continue
+            if failing:
+                log.warning("managed objects are read again: changes from other nodes apply")
+            failing = False
 
     async def __aenter__(self) -> Registry:
         return self
@@ -406,12 +478,11 @@ async def _open_store(url: str) -> Store:
         if not path.name:
             raise ConfigError("store.url", f"{url!r} names no database file")
         return await sqlite.open_store(path)
-    if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            "store.url",
-            "the registry cannot use PostgreSQL yet (issue 8): use sqlite:///path/to/file.db",
-        )
-    raise ConfigError("store.url", f"{url!r} is not a sqlite:// store URL")
+    if pg.is_postgres_url(url):
+        return await postgres.open_store(url)
+    raise ConfigError(
+        "store.url", f"{pg.describe(url)!r} is not a sqlite:// or postgresql:// store URL"
+    )
 
 
 async def _initialise(writer: Writer) -> None:

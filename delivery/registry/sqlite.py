@@ -6,15 +6,11 @@ disk. The file may be shared with the queue store; both wait up to BUSY_TIMEOUT_
 other's write transactions instead of failing. Write transactions start with
 ``BEGIN IMMEDIATE``, so two processes never both read-then-write the same state.
 
-Tables:
-    registry_objects   (type, id) -> seq, name_key (lowercase name, unique per type), data (JSON)
-    registry_states    type -> state counter
-    registry_counters  'object_seq' (ids), 'schema_version'
-    registry_meta      key -> value, for other components
+Tables and statements: sql.py, shared with the PostgreSQL store.
 
 Outcomes:
-    open_store(path) -> SqliteStore, with the folder and tables created. Any sqlite3 error
-    becomes StoreError, naming the file.
+    open_store(path) -> SqliteStore, with the folder created and the tables created or
+    migrated (sql.MIGRATIONS). Any sqlite3 error becomes StoreError, naming the file.
 
 Limits: BUSY_TIMEOUT_MS; a schema newer than SCHEMA_VERSION is refused (registry/service.py).
 """
@@ -23,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -32,6 +27,7 @@ from typing import Any, Final
 
 import aiosqlite
 
+from delivery.registry import sql
 from delivery.registry.errors import StoreError
 from delivery.registry.store import StoredObject
 
@@ -41,26 +37,6 @@ BUSY_TIMEOUT_MS: Final = 10_000
 """How long a statement waits for another connection's write lock (the queue store's, or
 another process's) before failing: long enough for any queue transaction, short enough that a
 stuck writer shows up as an error rather than a hang."""
-
-_TABLES: Final = (
-    """CREATE TABLE IF NOT EXISTS registry_objects (
-        type TEXT NOT NULL,
-        id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        name_key TEXT,
-        data TEXT NOT NULL,
-        PRIMARY KEY (type, id)
-    )""",
-    "CREATE UNIQUE INDEX IF NOT EXISTS registry_objects_name ON registry_objects (type, name_key)",
-    "CREATE TABLE IF NOT EXISTS registry_states (type TEXT PRIMARY KEY, state INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS registry_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-)
-
-_INCREMENT: Final = (
-    "INSERT INTO {table} ({key}, {value}) VALUES (?, 1) "
-    "ON CONFLICT ({key}) DO UPDATE SET {value} = {value} + 1 RETURNING {value}"
-)
 
 
 async def open_store(path: Path, /) -> SqliteStore:
@@ -80,14 +56,8 @@ async def open_store(path: Path, /) -> SqliteStore:
             await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = FULL")
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _TABLES:
-                    await db.execute(statement)
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            await db.execute("COMMIT")
+        async with store.write() as session:
+            await session.migrate()
     except BaseException:
         await db.close()
         raise
@@ -145,88 +115,78 @@ class _Session:
         self._path = path
 
     async def state(self, type_name: str, /) -> int:
-        row = await self._one("SELECT state FROM registry_states WHERE type = ?", (type_name,))
+        row = await self._one(sql.STATE_OF, {"type": type_name})
         return int(row[0]) if row else 0
+
+    async def states(self) -> dict[str, int]:
+        with _translated(self._path):
+            rows = await self._db.execute_fetchall(sql.STATES)
+        return {str(type_name): int(state) for type_name, state in rows}
 
     async def objects(self, type_name: str, /) -> list[StoredObject]:
         with _translated(self._path):
-            async with self._db.execute(
-                "SELECT id, seq, data FROM registry_objects WHERE type = ? ORDER BY seq",
-                (type_name,),
-            ) as cursor:
-                rows = await cursor.fetchall()
-        out = []
-        for object_id, seq, text in rows:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise StoreError(f"{self._path}: {type_name} {object_id} is not a JSON object")
-            out.append(StoredObject(str(object_id), int(seq), data))
-        return out
+            rows = await self._db.execute_fetchall(sql.OBJECTS_OF, {"type": type_name})
+        return [sql.object_from_row(type_name, str(i), int(seq), text) for i, seq, text in rows]
 
     async def get_meta(self, key: str, /) -> str | None:
-        row = await self._one("SELECT value FROM registry_meta WHERE key = ?", (key,))
+        row = await self._one(sql.GET_META, {"key": key})
         return str(row[0]) if row else None
 
     async def schema_version(self) -> int | None:
-        row = await self._one(
-            "SELECT value FROM registry_counters WHERE name = 'schema_version'", ()
-        )
+        row = await self._one(sql.SCHEMA_VERSION_GET, {})
         return int(row[0]) if row else None
 
     async def next_seq(self) -> int:
-        return await self._increment("registry_counters", "name", "value", "object_seq")
+        return await self._returned(sql.NEXT_SEQ, {})
 
     async def insert(self, type_name: str, obj: StoredObject, name_key: str | None, /) -> None:
-        await self._run(
-            "INSERT INTO registry_objects (type, id, seq, name_key, data) VALUES (?, ?, ?, ?, ?)",
-            (type_name, obj.id, obj.seq, name_key, _json(obj.data)),
-        )
+        await self._run(sql.INSERT_OBJECT, sql.object_params(type_name, obj, name_key))
 
     async def replace(self, type_name: str, obj: StoredObject, /) -> None:
-        await self._run(
-            "UPDATE registry_objects SET data = ? WHERE type = ? AND id = ?",
-            (_json(obj.data), type_name, obj.id),
-        )
+        await self._run(sql.REPLACE_OBJECT, sql.object_params(type_name, obj, None))
 
     async def delete(self, type_name: str, object_id: str, /) -> None:
-        await self._run(
-            "DELETE FROM registry_objects WHERE type = ? AND id = ?", (type_name, object_id)
-        )
+        await self._run(sql.DELETE_OBJECT, {"type": type_name, "id": object_id})
 
     async def bump_state(self, type_name: str, /) -> int:
-        return await self._increment("registry_states", "type", "state", type_name)
+        return await self._returned(sql.BUMP_STATE, {"type": type_name})
 
     async def set_meta(self, key: str, value: str, /) -> None:
-        await self._run(
-            "INSERT INTO registry_meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        await self._run(sql.SET_META, {"key": key, "value": value})
 
     async def set_schema_version(self, version: int, /) -> None:
-        await self._run(
-            "INSERT INTO registry_counters (name, value) VALUES ('schema_version', ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (version,),
-        )
+        await self._run(sql.SCHEMA_VERSION_SET, {"version": version})
 
-    async def _increment(self, table: str, key: str, value: str, name: str) -> int:
-        row = await self._one(_INCREMENT.format(table=table, key=key, value=value), (name,))
+    async def migrate(self) -> None:
+        """Bring the tables to the current version (sql.MIGRATIONS), in this transaction."""
+        version = await self._version_if_any()
+        steps = sql.pending(version)
+        for _, statements in steps:
+            for statement in statements:
+                await self._run(statement, {})
+        if version is not None and steps:  # a new store's version waits for its objects
+            await self.set_schema_version(steps[-1][0])
+
+    async def _version_if_any(self) -> int | None:
+        """The schema version; None also when the tables do not exist yet (a new database)."""
+        exists = await self._one(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'registry_counters'", {}
+        )
+        return await self.schema_version() if exists else None
+
+    async def _returned(self, statement: str, params: dict[str, Any]) -> int:
+        row = await self._one(statement, params)
         assert row is not None  # RETURNING always yields the row it wrote
         return int(row[0])
 
-    async def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
+    async def _one(self, statement: str, params: dict[str, Any]) -> Any:
         with _translated(self._path):
-            async with self._db.execute(sql, params) as cursor:
+            async with self._db.execute(statement, params) as cursor:
                 return await cursor.fetchone()
 
-    async def _run(self, sql: str, params: tuple[Any, ...]) -> None:
+    async def _run(self, statement: str, params: dict[str, Any]) -> None:
         with _translated(self._path):
-            await self._db.execute(sql, params)
-
-
-def _json(data: dict[str, Any]) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+            await self._db.execute(statement, params)
 
 
 @contextmanager

@@ -12,7 +12,8 @@ Outcomes:
     commits when its block ends normally and rolls back when it raises, so a /set call is
     all-or-nothing at the database. Database faults raise StoreError.
 
-Implementations: sqlite.py (SQLite, WAL). A PostgreSQL store implements the same protocol.
+Implementations: sqlite.py (SQLite, WAL) and postgres.py (PostgreSQL), over the tables and
+statements of sql.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any, Protocol
 __all__ = ["SCHEMA_VERSION", "Reader", "Store", "StoredObject", "Writer"]
 
 SCHEMA_VERSION = 1
-"""Version of the registry tables; recorded when a store is created."""
+"""Version of the registry tables (the number of steps in sql.MIGRATIONS); recorded when a
+store is created, and when a store opened at an older version was migrated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,10 @@ class Reader(Protocol):
 
     async def state(self, type_name: str, /) -> int:
         """The state counter of a type: 0 until its first change."""
+        ...
+
+    async def states(self) -> dict[str, int]:
+        """The state counter of every type changed at least once (the others are at 0)."""
         ...
 
     async def objects(self, type_name: str, /) -> list[StoredObject]:

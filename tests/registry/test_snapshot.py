@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-from pathlib import Path
 
 import pytest
 
-from delivery import config
 from delivery.registry import Registry
 from delivery.registry.snapshot import AttemptsExpiry, MxRoute, RelayRoute
-from tests.plugins.registry import set_ok
+from tests.plugins.registry import run_sql, set_ok
 
 
 async def test_snapshot_is_rebuilt_after_a_successful_set_only(registry: Registry) -> None:
@@ -105,22 +102,22 @@ async def test_a_stored_expression_that_no_longer_compiles_falls_back(registry_u
     reg = await Registry.open(registry_url)
     await reg.close()
     # Tamper with the database as an older version (or a hand edit) might have left it.
-    path: Path = config.sqlite_path(registry_url)
-    with sqlite3.connect(path) as db:
-        (text,) = db.execute(
-            "SELECT data FROM registry_objects WHERE type = 'MtaOutboundStrategy'"
-        ).fetchone()
-        data = json.loads(text)
-        data["tls"]["else"] = "no_such_function()"
-        data["route"]["else"] = "'relay'"
-        db.execute(
-            "UPDATE registry_objects SET data = ? WHERE type = 'MtaOutboundStrategy'",
-            (json.dumps(data),),
-        )
-        db.execute(
-            'UPDATE registry_objects SET data = \'{"name": "broken", "threadsPerNode": 0}\' '
-            "WHERE type = 'MtaVirtualQueue' AND name_key = 'dsn'"
-        )
+    [(text,)] = await run_sql(
+        registry_url, "SELECT data FROM registry_objects WHERE type = 'MtaOutboundStrategy'"
+    )
+    data = json.loads(text)
+    data["tls"]["else"] = "no_such_function()"
+    data["route"]["else"] = "'relay'"
+    await run_sql(
+        registry_url,
+        "UPDATE registry_objects SET data = :data WHERE type = 'MtaOutboundStrategy'",
+        {"data": json.dumps(data)},
+    )
+    await run_sql(
+        registry_url,
+        'UPDATE registry_objects SET data = \'{"name": "broken", "threadsPerNode": 0}\' '
+        "WHERE type = 'MtaVirtualQueue' AND name_key = 'dsn'",
+    )
     reopened = await Registry.open(registry_url)
     try:
         snap = reopened.snapshot()

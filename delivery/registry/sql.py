@@ -1,0 +1,132 @@
+"""The registry's tables and statements, written once for SQLite and PostgreSQL.
+
+Every statement uses named ``:name`` parameters and only SQL both databases run the same way
+(``ON CONFLICT ... DO UPDATE ... RETURNING``, columns qualified by their table where
+PostgreSQL would find them ambiguous). SQLite binds ``:name`` itself; the PostgreSQL store
+rewrites each statement with `delivery.pg.statement`.
+
+Tables, all prefixed ``registry_`` (the database is shared with the queue's ``queue_`` and the
+TLS reports' ``tlsrpt_`` tables):
+    registry_objects   (type, id) -> seq, name_key (lowercase name, unique per type), data (JSON)
+    registry_states    type -> state counter: moves on every /set that changed the type, in its
+                       transaction, so a node that polls it sees every change (service.py)
+    registry_counters  'object_seq' (ids), 'schema_version'
+    registry_meta      key -> value, for other components
+
+Migrations: `MIGRATIONS[n - 1]` takes the tables from version ``n - 1`` to ``n``; version 1
+creates them (idempotent: ``IF NOT EXISTS``, so databases made before versions were kept are
+adopted as they are). A store runs the steps above the recorded version in one write
+transaction at open (`pending`), and records `SCHEMA_VERSION` when the first-start objects
+are in place (store.py). A newer version than this program knows is refused (service.py).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from delivery.registry.errors import StoreError
+from delivery.registry.store import StoredObject
+
+__all__ = [
+    "BUMP_STATE",
+    "DELETE_OBJECT",
+    "GET_META",
+    "INSERT_OBJECT",
+    "MIGRATIONS",
+    "NEXT_SEQ",
+    "OBJECTS_OF",
+    "REPLACE_OBJECT",
+    "SCHEMA_VERSION_GET",
+    "SCHEMA_VERSION_SET",
+    "SET_META",
+    "STATES",
+    "STATE_OF",
+    "object_from_row",
+    "object_params",
+    "pending",
+]
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (  # 1: the tables
+        """CREATE TABLE IF NOT EXISTS registry_objects (
+            type TEXT NOT NULL,
+            id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            name_key TEXT,
+            data TEXT NOT NULL,
+            PRIMARY KEY (type, id)
+        )""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS registry_objects_name"
+        " ON registry_objects (type, name_key)",
+        "CREATE TABLE IF NOT EXISTS registry_states (type TEXT PRIMARY KEY, state BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS registry_counters"
+        " (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+)
+"""Schema steps; the position of a step (from 1) is the version it brings the tables to."""
+
+SCHEMA_VERSION_GET: Final = "SELECT value FROM registry_counters WHERE name = 'schema_version'"
+SCHEMA_VERSION_SET: Final = (
+    "INSERT INTO registry_counters (name, value) VALUES ('schema_version', :version) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
+
+STATE_OF: Final = "SELECT state FROM registry_states WHERE type = :type"
+STATES: Final = "SELECT type, state FROM registry_states"
+OBJECTS_OF: Final = "SELECT id, seq, data FROM registry_objects WHERE type = :type ORDER BY seq"
+GET_META: Final = "SELECT value FROM registry_meta WHERE key = :key"
+NEXT_SEQ: Final = (
+    "INSERT INTO registry_counters (name, value) VALUES ('object_seq', 1) "
+    "ON CONFLICT (name) DO UPDATE SET value = registry_counters.value + 1 RETURNING value"
+)
+BUMP_STATE: Final = (
+    "INSERT INTO registry_states (type, state) VALUES (:type, 1) "
+    "ON CONFLICT (type) DO UPDATE SET state = registry_states.state + 1 RETURNING state"
+)
+INSERT_OBJECT: Final = (
+    "INSERT INTO registry_objects (type, id, seq, name_key, data) "
+    "VALUES (:type, :id, :seq, :name_key, :data)"
+)
+REPLACE_OBJECT: Final = "UPDATE registry_objects SET data = :data WHERE type = :type AND id = :id"
+DELETE_OBJECT: Final = "DELETE FROM registry_objects WHERE type = :type AND id = :id"
+SET_META: Final = (
+    "INSERT INTO registry_meta (key, value) VALUES (:key, :value) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+
+def pending(version: int | None, /) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """pending - the migration steps a database at ``version`` needs, as (version, statements).
+
+    None (a new database) needs every step. A version above the last step needs none (the
+    service refuses it).
+
+    >>> [v for v, _ in pending(None)], pending(1)
+    ([1], ())
+    """
+    done = version or 0
+    return tuple(
+        (number, steps) for number, steps in enumerate(MIGRATIONS, start=1) if number > done
+    )
+
+
+def object_params(type_name: str, obj: StoredObject, name_key: str | None, /) -> dict[str, Any]:
+    """object_params - the parameters of INSERT_OBJECT (and REPLACE_OBJECT) for ``obj``."""
+    data = json.dumps(obj.data, ensure_ascii=False, separators=(",", ":"))
+    return {"type": type_name, "id": obj.id, "seq": obj.seq, "name_key": name_key, "data": data}
+
+
+def object_from_row(type_name: str, object_id: str, seq: int, data: str, /) -> StoredObject:
+    """object_from_row - a row of OBJECTS_OF as a StoredObject.
+
+    :raises StoreError: the data is not a JSON object.
+    """
+    try:
+        parsed = json.loads(data)
+    except ValueError as exc:
+        raise StoreError(f"{type_name} {object_id} is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise StoreError(f"{type_name} {object_id} is not a JSON object")
+    return StoredObject(object_id, seq, parsed)
