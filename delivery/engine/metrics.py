@@ -34,7 +34,8 @@ names), never from a message, a reply or a DNS answer.
 
 Limits: the counters are per process and start at 0 with it (Prometheus' ``rate()`` copes);
 the queue gauge is read from the store at each scrape, so it is right across restarts and
-counts every node's recipients in a shared store.
+counts every node's recipients in a shared store (every node reports the same numbers:
+aggregate them with max, not sum).
 """
 
 from __future__ import annotations
