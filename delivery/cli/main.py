@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "harness": "delivery.cli.harness:harness",
     "send": "delivery.cli.send:send_command",
     "queue": "delivery.cli.queue:queue",
+    "explain": "delivery.cli.explain:explain_command",
 }
 
 
