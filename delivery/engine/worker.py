@@ -7,6 +7,8 @@ evaluates ``route`` and ``schedule`` for its recipients (rcpt variables), runs o
 `attempt.Attempt` per route, and records the outcomes with `QueueStore.record`, the DSNs they
 call for queued in the same transaction (a DSN only with the outcomes it reports on: an
 outcome refused because the lease lapsed is reported by whoever holds the recipient now).
+Jobs that finish while a record is being written share the next write (`recorder.Recorder`,
+group commit); each still waits for its own outcomes to be durable before it logs them.
 It wakes when `wake` is called (new mail), when a job ends, when the next recipient is due
 (`QueueStore.due_soonest`), and at least every ``poll_interval_ms`` (mail queued by another
 process).
@@ -85,7 +87,7 @@ from typing import Literal, Protocol, TypeVar
 
 from delivery import config, durations, expr
 from delivery.dns import resolver as dns_resolver
-from delivery.engine import attempt, dsn, intake, outcome, planner, variables
+from delivery.engine import attempt, dsn, intake, outcome, planner, recorder, variables
 from delivery.engine import metrics as engine_metrics
 from delivery.engine import schedule as timing
 from delivery.errors import DnsTempFail, LastError
@@ -424,6 +426,8 @@ class Worker:
         self._settings = settings
         self._registry = registry
         self._store = store
+        self._recorder = recorder.Recorder(store)
+        """Outcomes of jobs that finish together go to the store in one write."""
         self._resolver = resolver
         self.owner = owner
         self._poll_s = poll_interval_ms / 1000
@@ -514,6 +518,7 @@ class Worker:
                     "cancelling %d deliveries still running after the grace period", len(pending)
                 )
                 await asyncio.wait(pending)
+        await self._recorder.close()
         with contextlib.suppress(queue_store.QueueError):
             await self._store.release(self.owner, now=self._clock())
         await self.dnssec.stop()
@@ -905,7 +910,7 @@ class Worker:
         half-way would leave the job not knowing whether its outcomes were recorded.
         """
         notices = [record.dsn.notice] if record.dsn is not None else []
-        recorded = await self._store.record(record.updates, notices=notices)
+        recorded = await self._recorder.record(record.updates, notices=notices)
         if recorded.refused:
             log.warning(
                 "message %s: %d outcomes were not recorded: the lease lapsed or the recipient "
