@@ -62,7 +62,8 @@ def _where(decision: dict[str, Any]) -> str:
     host, ip, port = decision.get("host"), decision.get("ip"), decision.get("port")
     if host is None:
         return ""
-    return f"{host} [{ip}]:{port}" if ip else str(host)
+    where = f"{host} [{ip}]" if ip else str(host)
+    return f"{where}:{port}" if port is not None else where
 
 
 def _decision(explained: dict[str, Any]) -> RenderableType:
@@ -224,7 +225,8 @@ def _context(explained: dict[str, Any]) -> Iterable[Text | str]:
     mx = explained["mx"]
     if mx is not None:
         lookup = mx["lookup"]
-        records = ", ".join(f"{r['preference']} {r['exchange']}" for r in lookup["records"])
+        listed = sorted(lookup["records"], key=lambda r: (r["preference"], r["exchange"]))
+        records = ", ".join(f"{r['preference']} {r['exchange']}" for r in listed)
         security = "DNSSEC-secure" if lookup["secure"] else "not DNSSEC-secure"
         implicit = " (no MX records: the domain is its own host)" if mx["implicit"] else ""
         yield _heading(

@@ -52,7 +52,9 @@ The JSON (every key always present; ``null`` where a step was not reached):
                                      verification: pkix|dane|none, authentication,
                                      authenticatedBy, refusal, onTlsEvents}
         step                         {action, text, reason, status, kind, rule}
-    decision                         a step, plus host, ip, port, tlsRequired, authentication
+    decision                         a step, plus host, ip, port, tlsRequired, authentication:
+                                     where a connect goes and its TLS; for a defer or bounce
+                                     the host and address it names (null: the whole domain)
 
     <dns> is {status: answer|nodata|nxdomain|tempfail, secure, records, ttl, canonicalName,
     detail}; a step's action is connect, next-host, defer, bounce or deliver-local, and its
@@ -201,6 +203,8 @@ class Step:
     :param status: the RFC 3463 status the recipient would get; "" for connect and local.
     :param kind: the ``last_error`` it would get; "" when none.
     :param rule: the error policy's rule behind a failure's disposition; "" otherwise.
+    :param remote_host: :param remote_ip: the host and address a failure's outcome names;
+        None for a failure of the whole domain (and for steps that are no failure).
     """
 
     action: StepAction
@@ -208,6 +212,8 @@ class Step:
     status: str = ""
     kind: str = ""
     rule: str = ""
+    remote_host: str | None = None
+    remote_ip: str | None = None
 
     @property
     def text(self) -> str:
@@ -225,7 +231,15 @@ class Step:
         status = failure.status
         if action is not StepAction.NEXT_HOST:
             status = outcome.make_outcome(failure, decision).status
-        return cls(action, failure.reason, status, failure.kind.value, decision.why)
+        return cls(
+            action,
+            failure.reason,
+            status,
+            failure.kind.value,
+            decision.why,
+            failure.remote_host,
+            failure.remote_ip,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -309,9 +323,8 @@ def authentication(plan: planner.HostPlan, /) -> tuple[str, str]:
             if note:
                 text += f"; {note}"
         case tls_policy.Verification.DANE:
-            records = (
-                ", ".join(dane.format_record(r) for r in plan.dane.records) if plan.dane else ""
-            )
+            usable = plan.dane.records if plan.dane is not None else ()
+            records = ", ".join(f"{r.usage} {r.selector} {r.mtype}" for r in usable)
             text = f"DANE: the certificate must match a TLSA record of {plan.server_hostname}"
             if records:
                 text += f" ({records})"
@@ -594,8 +607,8 @@ class Explanation:
     """What a first delivery attempt to ``recipient`` would do now (see the module docstring).
 
     :param at: when it was made, epoch ms.
-    :param decision: the step that ends the walk; ``host``/``ip``/``port`` say where for
-        connect (and the host at fault for a host-level defer or bounce).
+    :param decision: the step that ends the walk.
+    :param decided_by: the address of a connect decision (its host, address, port and TLS).
     """
 
     recipient: str
@@ -622,12 +635,12 @@ class Explanation:
 
     def to_json(self) -> dict[str, Any]:
         """The documented JSON form (module docstring); stable key order."""
-        where = self.decided_by
+        where = self.decided_by if self.decision.action is StepAction.CONNECT else None
         plan = where.plan if where is not None else None
         decision: dict[str, Any] = {
             **self.decision.to_json(),
-            "host": where.host if where is not None else None,
-            "ip": where.ip if where is not None else None,
+            "host": where.host if where is not None else self.decision.remote_host,
+            "ip": where.ip if where is not None else self.decision.remote_ip,
             "port": where.port if where is not None else None,
             "tlsRequired": (
                 plan.tls_plan.tls is tls_policy.TlsMode.REQUIRED if plan is not None else None
