@@ -5,6 +5,8 @@ Routes:
     GET  /.well-known/jmap the JMAP Session (RFC 8620 §2), Bearer token required
     GET  /healthz          health of store, DNS and worker (health.py), no token
     GET  /metrics          Prometheus text (metrics.py), no token
+    /admin/...             the web admin (delivery/admin): sign-in with a token, then the
+                           same Dispatcher and permissions as POST /api
 
 Outcomes:
     200 with the JMAP Response; 400 ``application/problem+json`` for request-level errors
@@ -31,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
+from delivery import admin
 from delivery.api import auth, health, metrics, session
 from delivery.api import request as jmap
 from delivery.api.methods import Dispatcher, MethodHandler, RegistryLike
@@ -190,10 +193,12 @@ def make_app(
     health_checks: health.HealthChecks,
     metrics_registry: metrics.MetricsRegistry,
     handlers: Mapping[str, MethodHandler] | None = None,
+    admin_options: admin.AdminOptions | None = None,
 ) -> web.Application:
     """The API application; the caller runs it (server.py) and owns ``registry``.
 
     :param handlers: extra JMAP methods by name, beside the registry's (`Dispatcher`).
+    :param admin_options: what the web admin's try-it box evaluates with (local domains, DNS).
     """
     app = web.Application(middlewares=[_count_requests])
     app[REGISTRY_KEY] = registry
@@ -211,4 +216,5 @@ def make_app(
     app.router.add_get("/.well-known/jmap", _session)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    app.add_subapp("/admin", admin.make_admin_app(app[_DISPATCHER_KEY], tokens, admin_options))
     return app

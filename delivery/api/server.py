@@ -23,6 +23,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from delivery import admin
 from delivery.api import auth, health, metrics
 from delivery.api.app import make_app
 from delivery.api.methods import MethodHandler, RegistryLike
@@ -50,6 +51,7 @@ class ApiServer:
     """The API application bound to ``host`` and ``port`` (0: a free port the OS picks).
 
     :param handlers: extra JMAP methods by name (see `make_app`).
+    :param admin_options: the web admin's local domains and DNS lookup (see `make_app`).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class ApiServer:
         health_checks: health.HealthChecks,
         metrics_registry: metrics.MetricsRegistry,
         handlers: Mapping[str, MethodHandler] | None = None,
+        admin_options: admin.AdminOptions | None = None,
     ) -> None:
         self._app = make_app(
             registry,
@@ -69,6 +72,7 @@ class ApiServer:
             health_checks=health_checks,
             metrics_registry=metrics_registry,
             handlers=handlers,
+            admin_options=admin_options,
         )
         self._runner: web.AppRunner | None = None
         self.host = host
