@@ -1,8 +1,8 @@
 """Daemon settings: the TOML settings file, environment overrides, validated into one model.
 
 The settings file holds what is not a managed object (DESIGN §6): hostname, store, API listener
-and tokens, submission listener, resolver, local domains, SMTP port, extra trust anchors and who
-signs TLS reports.
+and tokens, submission listener, resolver, local domains, SMTP port, extra trust anchors, who
+signs TLS reports and the worker's lease.
 Managed objects (strategies, routes, schedules...) live in the store and change through the API.
 
 Sources, later ones win:
@@ -43,10 +43,13 @@ from delivery.submit import defaults as submit_defaults
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DEFAULT_DNSSEC_PROBE",
+    "DEFAULT_LEASE_MS",
     "ENV_PREFIX",
+    "MIN_LEASE_MS",
     "ApiToken",
     "Settings",
     "TlsRptSettings",
+    "WorkerSettings",
     "host_port",
     "load",
     "resolv_conf_nameservers",
@@ -279,6 +282,29 @@ class TlsRptSettings(_Section):
         return value
 
 
+DEFAULT_LEASE_MS = 31 * 60_000
+"""How long a node holds the recipients it takes: the worker's 30-minute attempt timeout plus
+a minute to record the outcome (engine/worker.py)."""
+
+MIN_LEASE_MS = 1000
+"""Shorter leases could lapse while a delivery to a healthy host is still running, and that
+host would get the message twice."""
+
+
+class WorkerSettings(_Section):
+    """The delivery worker of this node."""
+
+    lease_ms: int = Field(default=DEFAULT_LEASE_MS, alias="lease", ge=MIN_LEASE_MS)
+    """How long a node holds the recipients it takes for one attempt. A node that dies holds
+    them until then; the other nodes (or this one, restarted) then take them over. An attempt
+    is cut off (and deferred) shortly before its lease ends (engine/worker.py)."""
+
+    @field_validator("lease_ms", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return durations.parse_duration(value) if isinstance(value, str) else value
+
+
 class Settings(_Section):
     """Every daemon setting (DESIGN §6), validated and frozen."""
 
@@ -291,6 +317,7 @@ class Settings(_Section):
     smtp: SmtpSettings = SmtpSettings()
     tls: TlsSettings = TlsSettings()
     tlsrpt: TlsRptSettings = TlsRptSettings()
+    worker: WorkerSettings = WorkerSettings()
     source: str = Field(default="embedded defaults", exclude=True)
     """Where the settings came from, for logs: the file path or "embedded defaults"."""
 

@@ -121,7 +121,8 @@ DEFAULT_ATTEMPT_TIMEOUT_MS = 30 * 60_000
 at its default can take hours; past this the recipients are deferred with kind io."""
 
 LEASE_MARGIN_MS = 60_000
-"""Lease time beyond the attempt timeout, to record the outcome before the lease lapses."""
+"""Lease time beyond the attempt timeout, to record the outcome before the lease lapses;
+`build_worker` takes a quarter of a shorter ``[worker] lease`` instead."""
 
 DEFAULT_GRACE_MS = 30_000
 """How long `stop` lets in-flight jobs finish before cancelling them."""
@@ -396,6 +397,7 @@ class Worker:
     :param resolver: the DNS resolver for MX, address, TLSA and ``dns_query()`` lookups.
     :param owner: this worker's lease owner name: unique among processes sharing the queue,
         stable across restarts (see Limits).
+    :param lease_margin_ms: how much longer than ``attempt_timeout_ms`` a lease lasts.
     :param clock: epoch milliseconds.
     :param mta_sts: the MTA-STS resolver; by default one on ``resolver`` and ``[tls]
         ca_file``, owned (closed on stop) by the worker.
@@ -415,6 +417,7 @@ class Worker:
         owner: str,
         poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS,
         attempt_timeout_ms: int = DEFAULT_ATTEMPT_TIMEOUT_MS,
+        lease_margin_ms: int = LEASE_MARGIN_MS,
         grace_ms: int = DEFAULT_GRACE_MS,
         clock: Callable[[], int] = model.now_ms,
         rng: random.Random | None = None,
@@ -432,7 +435,7 @@ class Worker:
         self.owner = owner
         self._poll_s = poll_interval_ms / 1000
         self._attempt_timeout_ms = attempt_timeout_ms
-        self._lease_ms = attempt_timeout_ms + LEASE_MARGIN_MS
+        self._lease_ms = attempt_timeout_ms + lease_margin_ms
         self._grace_s = grace_ms / 1000
         self._clock = clock
         self._rng = rng or random.Random()
@@ -1071,12 +1074,15 @@ def build_worker(
         timeout_ms=settings.dns.timeout_ms,
         trust_ad=settings.dns.dnssec == "trust-ad",
     )
+    margin = min(LEASE_MARGIN_MS, settings.worker.lease_ms // 4)  # [worker] lease: both
     worker = Worker(
         settings,
         registry,
         store,
         resolver,
         owner=owner or settings.hostname,
+        attempt_timeout_ms=settings.worker.lease_ms - margin,
+        lease_margin_ms=margin,
         tlsrpt=tlsrpt,
         metrics=metrics,
     )
