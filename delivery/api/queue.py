@@ -56,7 +56,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from delivery import config, expr
@@ -76,6 +76,7 @@ __all__ = [
     "CANCEL_DIAGNOSTIC",
     "CANCEL_STATUS",
     "DEFAULT_QUERY_LIMIT",
+    "MAX_FILTER_DEPTH",
     "MAX_QUERY_LIMIT",
     "OBJECT_TYPE",
     "PROPERTIES",
@@ -83,6 +84,9 @@ __all__ = [
     "CancelNotices",
     "QueueFilter",
     "QueuedMessages",
+    "SetError",
+    "SnapshotSource",
+    "cancel_reports",
     "format_time",
     "message_to_json",
     "parse_action",
@@ -123,8 +127,9 @@ PROPERTIES: Final = (
 )
 """The properties of a QueuedMessage, in the order /get returns them."""
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUSES: Final = tuple(s.value for s in model.RecipientStatus)
-DEFERRED: Final = "deferred"
+_DEFERRED: Final = "deferred"
 
 
 # --- Pure core: wire forms, filter and patch -------------------------------------------------
@@ -155,9 +160,9 @@ def parse_time(text: str, /) -> int:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text!r} is not an RFC 3339 date such as 2026-01-31T12:00:00Z") from None
-    if when.tzinfo is None or "T" not in text.upper():
-        raise ValueError(f"{text!r} needs a date, a time and a zone, e.g. 2026-01-31T12:00:00Z")
-    return int(when.timestamp() * 1000)
+    if when.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone: add Z (UTC) or an offset such as +01:00")
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _recipient_to_json(recipient: model.QueuedRecipient, /) -> dict[str, Any]:
@@ -230,10 +235,10 @@ def _condition_value(name: str, value: Any) -> dict[str, Any] | str:
     if not isinstance(value, str):
         return f"{name} must be a string"
     if name == "status":
-        if value == DEFERRED:
+        if value == _DEFERRED:
             return {"status": model.RecipientStatus.SCHEDULED, "deferred": True}
         if value not in _STATUSES:
-            return f"status must be one of {', '.join((*_STATUSES, DEFERRED))}, not {value!r}"
+            return f"status must be one of {', '.join((*_STATUSES, _DEFERRED))}, not {value!r}"
         return {"status": model.RecipientStatus(value)}
     if name in ("dueBefore", "dueAfter"):
         try:
@@ -290,44 +295,51 @@ def _collect(value: Any, found: dict[str, Any], *, depth: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class SetError:
+    """Why one /set item was refused (RFC 8620 §5.3); ``properties`` for invalidProperties."""
+
+    type: str
+    description: str
+    properties: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The SetError object."""
+        error: dict[str, Any] = {"type": self.type, "description": self.description}
+        if self.properties:
+            error["properties"] = list(self.properties)
+        return error
+
+
 Action = Literal["retry", "cancel", "cancelSilently"]
 _ACTIONS: Final[tuple[Action, ...]] = ("retry", "cancel", "cancelSilently")
 
 
-def parse_action(patch: Mapping[str, Any], /) -> Action | dict[str, Any]:
+def parse_action(patch: Mapping[str, Any], /) -> Action | SetError:
     """parse_action - the action of an update patch, or its invalidProperties SetError.
 
     >>> parse_action({"action": "retry"})
     'retry'
-    >>> parse_action({"sender": "x"})["properties"]
-    ['sender']
+    >>> parse_action({"sender": "x"}).properties
+    ('sender',)
     """
-    others = sorted(name for name in patch if name != "action")
+    others = tuple(sorted(name for name in patch if name != "action"))
     if others:
-        return _set_error(
+        return SetError(
             "invalidProperties",
             "only 'action' can be set (retry, cancel or cancelSilently); the rest of a "
             "queued message is read-only",
-            properties=others,
+            others,
         )
     action = patch.get("action")
     for known in _ACTIONS:
         if action == known:
             return known
-    return _set_error(
+    return SetError(
         "invalidProperties",
         f"action must be one of {', '.join(_ACTIONS)}, not {action!r}",
-        properties=["action"],
+        ("action",),
     )
-
-
-def _set_error(
-    kind: str, description: str, *, properties: list[str] | None = None
-) -> dict[str, Any]:
-    error: dict[str, Any] = {"type": kind, "description": description}
-    if properties is not None:
-        error["properties"] = properties
-    return error
 
 
 def cancel_reports(message: model.QueuedMessage, /) -> list[dsn.RecipientReport]:
@@ -502,7 +514,7 @@ class QueuedMessages:
         found: list[model.QueuedMessage] = []
         not_found: list[str] = []
         if ids is None:
-            everything = await self._walk(
+            everything, _ = await self._walk(
                 QueueFilter(), position=0, limit=request.MAX_OBJECTS_IN_GET + 1
             )
             if len(everything) > request.MAX_OBJECTS_IN_GET:
@@ -552,10 +564,7 @@ class QueuedMessages:
         limit = DEFAULT_QUERY_LIMIT if asked is None else min(asked, MAX_QUERY_LIMIT)
         total = bool(arguments.get("calculateTotal"))
         state = self._state()
-        counted: list[int] = []
-        page = await self._walk(
-            parsed, position=position, limit=limit, count_into=counted if total else None
-        )
+        page, seen = await self._walk(parsed, position=position, limit=limit, to_end=total)
         answer: dict[str, Any] = {
             "accountId": session.ACCOUNT_ID,
             "queryState": state,
@@ -564,7 +573,7 @@ class QueuedMessages:
             "ids": [m.id for m in page],
         }
         if total:
-            answer["total"] = counted[0]
+            answer["total"] = seen
         if asked is not None and asked > MAX_QUERY_LIMIT:
             answer["limit"] = MAX_QUERY_LIMIT
         return answer
@@ -575,23 +584,19 @@ class QueuedMessages:
         *,
         position: int,
         limit: int,
-        count_into: list[int] | None = None,
-    ) -> list[model.QueuedMessage]:
-        """Messages ``position`` .. ``position + limit`` of the filtered queue, in arrival order;
-        with ``count_into``, walk to the end and append the total there."""
+        to_end: bool = False,
+    ) -> tuple[list[model.QueuedMessage], int]:
+        """Messages ``position`` .. ``position + limit`` of the filtered queue, in arrival
+        order, and how many were read: with ``to_end``, every match (the total)."""
         taken: list[model.QueuedMessage] = []
         seen = 0
         after: str | None = None
         arguments = found.store_arguments()
         while True:
             wanted = position + limit - seen
-            if count_into is None and wanted <= 0:
+            if not to_end and wanted <= 0:
                 break
-            size = (
-                queue_store.MAX_LIST_LIMIT
-                if count_into is not None
-                else min(queue_store.MAX_LIST_LIMIT, wanted)
-            )
+            size = queue_store.MAX_LIST_LIMIT if to_end else min(queue_store.MAX_LIST_LIMIT, wanted)
             batch = await self._store.list_messages(**arguments, after=after, limit=size)
             for message in batch:
                 if position <= seen < position + limit:
@@ -600,9 +605,7 @@ class QueuedMessages:
             if len(batch) < size:
                 break
             after = batch[-1].id
-        if count_into is not None:
-            count_into.append(seen)
-        return taken
+        return taken, seen
 
     # /set
 
@@ -625,34 +628,35 @@ class QueuedMessages:
                 f"{count} changes; at most {request.MAX_OBJECTS_IN_SET} per /set",
             )
         not_created = {
-            cid: _set_error(
+            cid: SetError(
                 "forbidden",
                 "messages enter the queue by SMTP submission or `delivery send`, not by the API",
-            )
+            ).to_json()
             for cid in create
         }
         not_destroyed = {
-            mid: _set_error(
+            mid: SetError(
                 "forbidden",
                 'a queued message is not deleted: update it with {"action": "cancel"}',
-            )
+            ).to_json()
             for mid in destroy
         }
         updated: dict[str, Any] = {}
         not_updated: dict[str, Any] = {}
         for message_id, patch in update.items():
             action = parse_action(patch)
-            if isinstance(action, dict):
-                not_updated[message_id] = action
-                continue
-            result = await self._act(message_id, action, principal)
-            if "type" in result:
-                not_updated[message_id] = result
+            result = (
+                action
+                if isinstance(action, SetError)
+                else await self._act(message_id, action, principal)
+            )
+            if isinstance(result, SetError):
+                not_updated[message_id] = result.to_json()
             else:
                 updated[message_id] = result
         return {
             "accountId": session.ACCOUNT_ID,
-            "oldState": None,
+            "oldState": state,
             "newState": self._state() if updated else state,
             "created": None,
             "updated": updated or None,
@@ -664,11 +668,11 @@ class QueuedMessages:
 
     async def _act(
         self, message_id: str, action: Action, principal: auth.Principal
-    ) -> dict[str, Any]:
-        """Do ``action``: the changed properties, or a SetError (it has a ``type``)."""
+    ) -> dict[str, Any] | SetError:
+        """Do ``action``: the properties it changed, or why it could not."""
         message = await self._store.get_message(message_id)
         if message is None:
-            return _set_error("notFound", f"no queued message {message_id}")
+            return SetError("notFound", f"no queued message {message_id}")
         if not _scheduled(message):
             return _not_scheduled(message)
         if action == "retry":
@@ -692,12 +696,12 @@ class QueuedMessages:
 
     async def _cancel(
         self, message: model.QueuedMessage, *, silent: bool, by: str
-    ) -> dict[str, Any] | None:
-        """Cancel with the DSN (unless ``silent``); None when done, else a SetError."""
+    ) -> SetError | None:
+        """Cancel with the DSN (unless ``silent``); None when done."""
         for _ in range(CANCEL_ATTEMPTS):
             now = self._clock()
             notice, dsn_note = (
-                (None, "cancelled silently") if silent else await self._notice(message, now)
+                (None, "no DSN: cancelled silently") if silent else await self._notice(message, now)
             )
             reason = f"{CANCEL_DIAGNOSTIC} (token {by}); {dsn_note}"
             done = await self._store.cancel(message.id, reason=reason, notice=notice)
@@ -716,11 +720,11 @@ class QueuedMessages:
                 return None
             fresh = await self._store.get_message(message.id)
             if fresh is None:
-                return _set_error("notFound", f"no queued message {message.id}")
+                return SetError("notFound", f"no queued message {message.id}")
             if not _scheduled(fresh):
                 return _not_scheduled(fresh)
             message = fresh
-        return _set_error(
+        return SetError(
             "changed",
             f"message {message.id} kept changing while its cancellation was prepared "
             f"({CANCEL_ATTEMPTS} times): try again",
@@ -752,9 +756,9 @@ def _scheduled(message: model.QueuedMessage, /) -> bool:
     return any(r.status is model.RecipientStatus.SCHEDULED for r in message.recipients)
 
 
-def _not_scheduled(message: model.QueuedMessage, /) -> dict[str, Any]:
+def _not_scheduled(message: model.QueuedMessage, /) -> SetError:
     statuses = ", ".join(f"{r.address} {r.status.value}" for r in message.recipients)
-    return _set_error(
+    return SetError(
         "notScheduled",
         f"message {message.id} has no scheduled recipient left ({statuses}): nothing to do",
     )

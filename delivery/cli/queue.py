@@ -42,7 +42,14 @@ from delivery import durations
 from delivery.cli import client as api_client
 from delivery.cli import objects
 
-__all__ = ["ALL_DEFERRED_PAGE", "RETRY_BATCH", "format_when", "parse_when", "queue"]
+__all__ = [
+    "ALL_DEFERRED_PAGE",
+    "RETRY_BATCH",
+    "format_span",
+    "format_when",
+    "parse_when",
+    "queue",
+]
 
 OBJECT = "QueuedMessage"
 GET, QUERY, SET = (f"x:{OBJECT}/{op}" for op in ("get", "query", "set"))
@@ -84,25 +91,52 @@ def parse_when(text: str, /, *, now: datetime.datetime) -> str:
     return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def format_when(value: str | None, /, *, now: datetime.datetime) -> str:
-    """format_when - an RFC 3339 time from the API for a table: UTC, and how far from now.
+_SPAN_UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
+
+
+def format_span(seconds: int, /) -> str:
+    """format_span - a span of time in its two largest units, for people.
+
+    >>> format_span(119), format_span(259_199), format_span(3_600), format_span(0)
+    ('1m59s', '2d23h', '1h', '0s')
+    """
+    parts: list[str] = []
+    for unit, size in _SPAN_UNITS:
+        count, seconds = divmod(seconds, size)
+        if count or parts:
+            parts.append(f"{count}{unit}" if count else "")
+        if len(parts) == 2:
+            break
+    return "".join(parts) or "0s"
+
+
+def format_when(value: str | None, /, *, now: datetime.datetime, style: str = "full") -> str:
+    """format_when - an RFC 3339 time from the API for a table, in UTC.
+
+    ``style`` is ``full`` (the time and how far from now), ``relative`` or ``short``.
 
     >>> now = datetime.datetime(2026, 1, 31, 12, 0, tzinfo=datetime.UTC)
     >>> format_when("2026-01-31T12:05:00Z", now=now), format_when("2026-01-31T11:00:00Z", now=now)
-    ('2026-01-31 12:05:00 (in 5m)', '2026-01-31 11:00:00 (1h ago)')
-    >>> format_when(None, now=now)
-    '-'
+    ('2026-01-31 12:05:00Z (in 5m)', '2026-01-31 11:00:00Z (1h ago)')
+    >>> format_when("2026-01-31T12:01:30Z", now=now, style="relative")
+    'in 1m30s'
+    >>> format_when("2026-01-31T11:00:00Z", now=now, style="short"), format_when(None, now=now)
+    ('01-31 11:00Z', '-')
     """
     if value is None:
         return "-"
     try:
-        when = datetime.datetime.fromisoformat(value)
+        when = datetime.datetime.fromisoformat(value).astimezone(datetime.UTC)
     except ValueError:
         return value
+    if style == "short":
+        return f"{when:%m-%d %H:%M}Z"
     seconds = int((when - now).total_seconds())
-    span = durations.format_duration(abs(seconds) * 1000)
+    span = format_span(abs(seconds))
     relative = "now" if abs(seconds) < 1 else f"in {span}" if seconds > 0 else f"{span} ago"
-    return f"{when.astimezone(datetime.UTC):%Y-%m-%d %H:%M:%S} ({relative})"
+    if style == "relative":
+        return relative
+    return f"{when:%Y-%m-%d %H:%M:%S}Z ({relative})"
 
 
 def _status(recipient: dict[str, Any], /) -> str:
@@ -117,22 +151,22 @@ def _next_due(message: dict[str, Any], /) -> str | None:
 def _print_list(console: Console, messages: Sequence[dict[str, Any]], limit: int) -> None:
     now = datetime.datetime.now(datetime.UTC)
     more = " (--limit reached: more may match)" if len(messages) >= limit else ""
-    table = Table(title=f"{len(messages)} queued messages{more}", box=box.SIMPLE_HEAD)
-    table.add_column("id", no_wrap=True)
-    table.add_column("received")
-    table.add_column("sender", overflow="fold")
-    table.add_column("recipients", overflow="fold")
-    table.add_column("next due")
+    noun = "message" if len(messages) == 1 else "messages"
+    table = Table(title=f"{len(messages)} queued {noun}{more}", box=box.SIMPLE_HEAD)
+    table.add_column("id / received", no_wrap=True)
+    table.add_column("sender", overflow="fold", ratio=1)
+    table.add_column("recipients", overflow="fold", ratio=2)
+    table.add_column("next due", no_wrap=True)
     for message in messages:
         recipients = "\n".join(
             f"{r.get('address')} {_status(r)}" for r in message.get("recipients", [])
         )
+        received = format_when(message.get("receivedAt"), now=now, style="short")
         table.add_row(
-            message.get("id", ""),
-            format_when(message.get("receivedAt"), now=now),
+            f"{message.get('id', '')}\n{received}",
             message.get("sender") or "<>",
             recipients,
-            format_when(_next_due(message), now=now),
+            format_when(_next_due(message), now=now, style="relative"),
         )
     console.print(table)
 
@@ -149,21 +183,18 @@ def _print_message(console: Console, message: dict[str, Any]) -> None:
     head.add_row("requireTls", json.dumps(message.get("requireTls")))
     head.add_row("envId", message.get("envId") or "-")
     console.print(head)
-    table = Table(title="recipients", box=box.SIMPLE_HEAD)
-    for column in ("address", "status", "attempts", "due", "queue", "last error"):
-        table.add_column(column, overflow="fold")
-    table.add_column("last status", overflow="fold", ratio=1)
-    for r in message.get("recipients", []):
-        table.add_row(
-            str(r.get("address")),
-            _status(r),
-            str(r.get("attempts")),
-            format_when(r.get("due"), now=now),
-            f"{r.get('queue')} ({r.get('schedule')})",
-            str(r.get("lastError")),
-            r.get("lastStatus") or "-",
-        )
-    console.print(table)
+    for r in message.get("recipients", []):  # one block each: the last status is long
+        table = Table(title=str(r.get("address")), box=box.SIMPLE_HEAD, show_header=False)
+        table.add_column("property", style="bold", no_wrap=True)
+        table.add_column("value", overflow="fold")
+        table.add_row("status", _status(r))
+        table.add_row("attempts", str(r.get("attempts")))
+        table.add_row("due", format_when(r.get("due"), now=now))
+        table.add_row("queue", f"{r.get('queue')} (schedule {r.get('schedule')})")
+        table.add_row("expires", format_when(r.get("expiresAt"), now=now))
+        table.add_row("last error", str(r.get("lastError")))
+        table.add_row("last status", r.get("lastStatus") or "-")
+        console.print(table)
 
 
 @click.group("queue")
