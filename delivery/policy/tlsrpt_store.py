@@ -1,4 +1,4 @@
-"""Durable daily TLS-RPT aggregates (RFC 8460) in the queue's SQLite database file.
+"""Durable daily TLS-RPT aggregates (RFC 8460) in the queue's database: SQLite or PostgreSQL.
 
 The engine calls `TlsRptStore.record` once per TLS session attempt; the results are counted
 per (policy domain, UTC day, policy) and per failure detail, and written in batches. The daily
@@ -7,12 +7,18 @@ run (`delivery.policy.tlsrpt_send.run_daily`) reads finished days with `days_rea
 with `mark_sent` once it has the report, so that a report goes once to each rua, across
 restarts too; `mark_done` closes a (domain, day); `purge` forgets old days.
 
-Tables (prefix ``tlsrpt_``, next to the queue's ``queue_*`` and the registry's tables):
+Tables (prefix ``tlsrpt_``, next to the queue's ``queue_*`` and the registry's tables), written
+once for both databases (`steps`; the few DDL differences are `tlsrpt_db.Dialect`'s) and
+migrated by `delivery.migrations` (component ``tlsrpt``):
     tlsrpt_policies   (domain, day, policy) -> successful and failed session counts
     tlsrpt_failures   (policy row, failure detail) -> failed session count
     tlsrpt_reports    (domain, day) -> report id, first attempt, done time
     tlsrpt_sent       (domain, day, rua) -> when the rua got the report
-    tlsrpt_meta       schema version
+    tlsrpt_meta       key -> value: release 1's schema version; who runs the reports now
+
+Several nodes (PostgreSQL): every node records into the same tables (the upserts add counts
+atomically, in one order, so concurrent writers never deadlock), so a report covers the
+sessions of all nodes. The hourly run is claimed by one node at a time (`claim_daily_run`).
 
 Outcomes:
     `record` never blocks and never raises: it filters (reports are never about the
@@ -23,9 +29,9 @@ Outcomes:
     The other methods raise `TlsRptStoreError` when the database fails.
 
 Durability: results are buffered for at most ``flush_interval_ms`` (default
-`DEFAULT_FLUSH_INTERVAL_MS`), then committed with ``synchronous=NORMAL`` (WAL): a commit
-survives a crash of the process; a power loss may lose the last commits, never corrupt the
-file. Statistics do not justify an fsync per batch. So a crash loses at most the last
+`DEFAULT_FLUSH_INTERVAL_MS`), then committed (SQLite: ``synchronous=NORMAL``, WAL): a commit
+survives a crash of the process; on SQLite a power loss may lose the last commits, never
+corrupt the file. Statistics do not justify an fsync per batch. So a crash loses at most the last
 interval of counts, and a lost ``tlsrpt_sent`` mark sends a report a second time, with the
 same report id, which receivers deduplicate (RFC 8460 §5.3).
 
@@ -38,8 +44,8 @@ detail, whatever the number of sessions: thousands of sessions a second to hundr
 domains cost one small transaction a second.
 
 Standards: RFC 8460 §4 (what is counted), §5.3 (report sessions excluded), §5.5 (retries).
-Limits: one connection per store; the file must be the queue's (or any) SQLite file on a
-local disk. PostgreSQL stores are not supported yet.
+Limits: one connection per store on SQLite (the file must be on a local disk);
+`tlsrpt_db.POOL_MAX_CONNECTIONS` on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -59,12 +65,16 @@ from typing import Any, Final, Self
 
 import aiosqlite
 
+from delivery import config, migrations, pg
 from delivery.errors import DeliveryError
-from delivery.policy import tlsrpt
-from delivery.queue import model, sqlite_tx
+from delivery.policy import tlsrpt, tlsrpt_db
+from delivery.queue import model
 
 __all__ = [
+    "BASELINE_TABLE",
     "BUSY_TIMEOUT_MS",
+    "COMPONENT",
+    "DAILY_RUN_CLAIM_MS",
     "DEFAULT_FLUSH_INTERVAL_MS",
     "FLUSH_BATCH_ENTRIES",
     "SCHEMA_VERSION",
@@ -72,6 +82,7 @@ __all__ = [
     "ReportState",
     "TlsRptStore",
     "TlsRptStoreError",
+    "steps",
 ]
 
 log = logging.getLogger("delivery.policy.tlsrpt")
@@ -95,57 +106,75 @@ Identical sessions share one count, so this is many minutes of a busy server. Pa
 results are dropped and counted in ``dropped``: TLS reports are statistics, and neither
 memory nor delivery may suffer for them."""
 
-SCHEMA_VERSION: Final = 1
+DAILY_RUN_CLAIM_MS: Final = 50 * 60_000
+"""How long a node that claimed the hourly report run holds it (`claim_daily_run`): less than
+the hour between runs, so that the next run is never skipped, and far more than a run takes.
+A node that dies mid-run leaves the claim to lapse: the next hour another node runs."""
 
-_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS tlsrpt_policies (
-        id INTEGER PRIMARY KEY,
-        domain TEXT NOT NULL,
-        day TEXT NOT NULL,
-        policy TEXT NOT NULL,
-        successes INTEGER NOT NULL DEFAULT 0,
-        failures INTEGER NOT NULL DEFAULT 0,
-        UNIQUE (domain, day, policy)
-    )""",
-    "CREATE INDEX IF NOT EXISTS tlsrpt_policies_day ON tlsrpt_policies (day)",
-    """CREATE TABLE IF NOT EXISTS tlsrpt_failures (
-        policy_id INTEGER NOT NULL,
-        detail TEXT NOT NULL,
-        sessions INTEGER NOT NULL,
-        PRIMARY KEY (policy_id, detail)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS tlsrpt_reports (
-        domain TEXT NOT NULL,
-        day TEXT NOT NULL,
-        report_id TEXT NOT NULL,
-        first_attempt_at INTEGER NOT NULL,
-        done_at INTEGER,
-        PRIMARY KEY (domain, day)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS tlsrpt_sent (
-        domain TEXT NOT NULL,
-        day TEXT NOT NULL,
-        rua TEXT NOT NULL,
-        sent_at INTEGER NOT NULL,
-        PRIMARY KEY (domain, day, rua)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS tlsrpt_meta (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    ) WITHOUT ROWID""",
-)
+COMPONENT: Final = "tlsrpt"
+"""The component name of these tables in `delivery.migrations`."""
+BASELINE_TABLE: Final = "tlsrpt_policies"
+"""A table of release 1, which recorded no migration version: its presence means version 1."""
+
+
+def steps(dialect: tlsrpt_db.Dialect, /) -> tuple[tuple[str, ...], ...]:
+    """steps - the migration steps in ``dialect``: ``steps[n - 1]`` brings version n."""
+    natural = dialect.without_rowid
+    return (
+        (  # 1: the tables of release 1
+            f"""CREATE TABLE IF NOT EXISTS tlsrpt_policies (
+                id {dialect.policy_key},
+                domain TEXT NOT NULL,
+                day TEXT NOT NULL,
+                policy TEXT NOT NULL,
+                successes BIGINT NOT NULL DEFAULT 0,
+                failures BIGINT NOT NULL DEFAULT 0,
+                UNIQUE (domain, day, policy)
+            )""",
+            "CREATE INDEX IF NOT EXISTS tlsrpt_policies_day ON tlsrpt_policies (day)",
+            f"""CREATE TABLE IF NOT EXISTS tlsrpt_failures (
+                policy_id BIGINT NOT NULL,
+                detail TEXT NOT NULL,
+                sessions BIGINT NOT NULL,
+                PRIMARY KEY (policy_id, detail)
+            ){natural}""",
+            f"""CREATE TABLE IF NOT EXISTS tlsrpt_reports (
+                domain TEXT NOT NULL,
+                day TEXT NOT NULL,
+                report_id TEXT NOT NULL,
+                first_attempt_at BIGINT NOT NULL,
+                done_at BIGINT,
+                PRIMARY KEY (domain, day)
+            ){natural}""",
+            f"""CREATE TABLE IF NOT EXISTS tlsrpt_sent (
+                domain TEXT NOT NULL,
+                day TEXT NOT NULL,
+                rua TEXT NOT NULL,
+                sent_at BIGINT NOT NULL,
+                PRIMARY KEY (domain, day, rua)
+            ){natural}""",
+            f"""CREATE TABLE IF NOT EXISTS tlsrpt_meta (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            ){natural}""",
+        ),
+    )
+
+
+SCHEMA_VERSION: Final = len(steps(tlsrpt_db.SQLITE))
 
 _UPSERT_POLICY: Final = """
     INSERT INTO tlsrpt_policies (domain, day, policy, successes, failures)
     VALUES (:domain, :day, :policy, :successes, :failures)
     ON CONFLICT (domain, day, policy) DO UPDATE SET
-        successes = successes + excluded.successes,
-        failures = failures + excluded.failures
+        successes = tlsrpt_policies.successes + excluded.successes,
+        failures = tlsrpt_policies.failures + excluded.failures
     RETURNING id"""
 _UPSERT_FAILURE: Final = """
     INSERT INTO tlsrpt_failures (policy_id, detail, sessions)
     VALUES (:policy_id, :detail, :sessions)
-    ON CONFLICT (policy_id, detail) DO UPDATE SET sessions = sessions + excluded.sessions"""
+    ON CONFLICT (policy_id, detail) DO UPDATE SET
+        sessions = tlsrpt_failures.sessions + excluded.sessions"""
 _DAYS_READY: Final = """
     SELECT DISTINCT p.domain, p.day FROM tlsrpt_policies AS p
     LEFT JOIN tlsrpt_reports AS r ON r.domain = p.domain AND r.day = p.day
@@ -180,8 +209,11 @@ _PURGE_MARKS: Final = (
     "DELETE FROM tlsrpt_reports WHERE day < :before",
     "DELETE FROM tlsrpt_sent WHERE day < :before",
 )
-_VERSION_GET: Final = "SELECT value FROM tlsrpt_meta WHERE key = 'schema_version'"
-_VERSION_SET: Final = "INSERT INTO tlsrpt_meta (key, value) VALUES ('schema_version', :version)"
+_CLAIM_RUN: Final = """
+    INSERT INTO tlsrpt_meta (key, value) VALUES ('daily_run_until', :until)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value
+    WHERE CAST(tlsrpt_meta.value AS BIGINT) <= :now
+    RETURNING value"""
 
 
 class TlsRptStoreError(DeliveryError):
@@ -216,16 +248,15 @@ class ReportState:
 
 
 class TlsRptStore:
-    """TLS-RPT aggregates in one SQLite database file (see the module docstring).
+    """TLS-RPT aggregates in the queue's database (see the module docstring).
 
-    Open it with `TlsRptStore.open` (``async with await TlsRptStore.open(path) as store``).
+    Open it with `TlsRptStore.open_url` (``[store] url``) or `TlsRptStore.open` (an SQLite file):
+    ``async with await TlsRptStore.open(path) as store``.
     """
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, /, *, flush_interval_ms: int) -> None:
-        """Wrap an open, configured connection; use `open` instead."""
-        self.path = path
-        self._db = db
-        self._lock = asyncio.Lock()
+    def __init__(self, database: tlsrpt_db.Database, /, *, flush_interval_ms: int) -> None:
+        """Wrap an open database; use `open` or `open_url` instead."""
+        self._database = database
         self._flush_interval_s = flush_interval_ms / 1000
         self._tally = tlsrpt.Tally()
         self._timer: asyncio.TimerHandle | None = None
@@ -238,6 +269,27 @@ class TlsRptStore:
         """Results written so far by this store object."""
 
     @classmethod
+    async def open_url(
+        cls, url: str, /, *, flush_interval_ms: int = DEFAULT_FLUSH_INTERVAL_MS
+    ) -> TlsRptStore:
+        """Open (creating or migrating) the ``tlsrpt_*`` tables in the database of a store URL.
+
+        :param url: ``[store] url``: ``sqlite://<file>`` or ``postgresql://...``.
+        :param flush_interval_ms: how long results wait before they are written.
+        :raises ConfigError: ``store.url`` is not a URL this store can use.
+        :raises TlsRptStoreError: the database cannot be opened, or its TLS-RPT schema is newer
+            than this program.
+        """
+        if not pg.is_postgres_url(url):
+            return await cls.open(config.sqlite_path(url), flush_interval_ms=flush_interval_ms)
+        _check_interval(flush_interval_ms)
+        try:
+            database = await tlsrpt_db.PostgresDatabase.open(url)
+        except pg.DATABASE_ERRORS as exc:
+            raise TlsRptStoreError("open", f"{pg.describe(url)}: {exc}") from exc
+        return await cls._opened(database, flush_interval_ms)
+
+    @classmethod
     async def open(
         cls,
         path: str | PathLike[str],
@@ -245,7 +297,7 @@ class TlsRptStore:
         *,
         flush_interval_ms: int = DEFAULT_FLUSH_INTERVAL_MS,
     ) -> TlsRptStore:
-        """Open (creating if needed) the ``tlsrpt_*`` tables in the database file at ``path``.
+        """Open (creating or migrating) the ``tlsrpt_*`` tables in the SQLite file at ``path``.
 
         :param path: ``config.sqlite_path(settings.store.url)``: the queue's file.
         :param flush_interval_ms: how long results wait before they are written.
@@ -256,40 +308,43 @@ class TlsRptStore:
         file = Path(path)
         if str(file) == ":memory:":
             raise ValueError("an in-memory database is not durable")
-        if flush_interval_ms <= 0:
-            raise ValueError(f"flush_interval_ms must be positive, not {flush_interval_ms}")
+        _check_interval(flush_interval_ms)
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(file, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise TlsRptStoreError("open", f"{file}: {exc}") from exc
-        store = cls(db, file, flush_interval_ms=flush_interval_ms)
         try:
-            await store._configure()
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")  # see Durability
+        except sqlite3.Error as exc:
+            await db.close()
+            raise TlsRptStoreError("open", f"{file}: {exc}") from exc
         except BaseException:
             await db.close()
             raise
-        return store
+        return await cls._opened(tlsrpt_db.SqliteDatabase(db, file), flush_interval_ms)
 
-    async def _configure(self) -> None:
+    @classmethod
+    async def _opened(cls, database: tlsrpt_db.Database, flush_interval_ms: int) -> TlsRptStore:
+        """The store on ``database``, once its tables are migrated (closed if they cannot be)."""
+        store = cls(database, flush_interval_ms=flush_interval_ms)
         try:
-            await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await self._db.execute("PRAGMA journal_mode = WAL")
-            await self._db.execute("PRAGMA synchronous = NORMAL")  # see Durability
-        except sqlite3.Error as exc:
-            raise TlsRptStoreError("open", f"{self.path}: {exc}") from exc
-        async with self._transaction("open") as db:
-            for statement in _SCHEMA:
-                await db.execute(statement)
-            rows = list(await db.execute_fetchall(_VERSION_GET))
-            if not rows:
-                await db.execute(_VERSION_SET, {"version": str(SCHEMA_VERSION)})
-            elif int(rows[0][0]) > SCHEMA_VERSION:
-                raise TlsRptStoreError(
-                    "open",
-                    f"{self.path}: TLS-RPT schema version {rows[0][0]} is newer than this "
-                    f"program's ({SCHEMA_VERSION})",
+            async with store._transaction("open") as session:
+                await migrations.migrate(
+                    session.migrations(),
+                    component=COMPONENT,
+                    steps=steps(database.dialect),
+                    baseline_table=BASELINE_TABLE,
                 )
+        except migrations.SchemaTooNew as exc:
+            await database.close()
+            raise TlsRptStoreError("open", f"{database.where}: {exc}") from exc
+        except BaseException:
+            await database.close()
+            raise
+        return store
 
     async def __aenter__(self) -> Self:
         return self
@@ -315,7 +370,7 @@ class TlsRptStore:
                 await asyncio.gather(self._writer, return_exceptions=True)
             await self._write_pending()
         finally:
-            await self._db.close()
+            await self._database.close()
 
     # ---- recording -------------------------------------------------------------------------
 
@@ -416,26 +471,34 @@ class TlsRptStore:
                 )
 
     async def _write(self, grouped: dict[tlsrpt.DayKey, list[tlsrpt.PolicyAggregate]]) -> None:
+        # Rows are written in key order: two nodes writing the same rows at once then wait for
+        # each other instead of deadlocking (PostgreSQL row locks).
+        rows = sorted(
+            (domain, day.isoformat(), item.policy.key(), item)
+            for (domain, day), aggregates in grouped.items()
+            for item in aggregates
+        )
         async with self._transaction("record") as db:
-            for (domain, day), aggregates in grouped.items():
-                for item in aggregates:
-                    params = {
-                        "domain": domain,
-                        "day": day.isoformat(),
-                        "policy": item.policy.key(),
-                        "successes": item.successes,
-                        "failures": item.failures,
-                    }
-                    rows = list(await db.execute_fetchall(_UPSERT_POLICY, params))
-                    policy_id = rows[0][0]
-                    if item.details:
-                        await db.executemany(
-                            _UPSERT_FAILURE,
-                            [
+            for domain, day, policy, item in rows:
+                params = {
+                    "domain": domain,
+                    "day": day,
+                    "policy": policy,
+                    "successes": item.successes,
+                    "failures": item.failures,
+                }
+                [(policy_id,)] = await db.fetch(_UPSERT_POLICY, params)
+                if item.details:
+                    await db.execute_many(
+                        _UPSERT_FAILURE,
+                        sorted(
+                            (
                                 {"policy_id": policy_id, "detail": detail.key(), "sessions": n}
                                 for detail, n in item.details
-                            ],
-                        )
+                            ),
+                            key=lambda row: str(row["detail"]),
+                        ),
+                    )
 
     # ---- reading and reporting -------------------------------------------------------------
 
@@ -445,15 +508,15 @@ class TlsRptStore:
         Oldest day first. Does not include what is still buffered: `flush` first.
         """
         async with self._transaction("days_ready", write=False) as db:
-            rows = await db.execute_fetchall(_DAYS_READY, {"before": before_day.isoformat()})
+            rows = await db.fetch(_DAYS_READY, {"before": before_day.isoformat()})
         return [(row[0], date.fromisoformat(row[1])) for row in rows]
 
     async def aggregates(self, domain: str, day: date, /) -> list[tlsrpt.PolicyAggregate]:
         """aggregates - the counts of ``domain`` on ``day``, one per policy applied."""
         params = {"domain": _domain(domain), "day": day.isoformat()}
         async with self._transaction("aggregates", write=False) as db:
-            policies = list(await db.execute_fetchall(_POLICIES_OF, params))
-            failures = list(await db.execute_fetchall(_FAILURES_OF, params))
+            policies = await db.fetch(_POLICIES_OF, params)
+            failures = await db.fetch(_FAILURES_OF, params)
         details: dict[int, list[tuple[tlsrpt.FailureDetail, int]]] = {}
         for policy_id, detail, sessions in failures:
             parsed = tlsrpt.FailureDetail.from_json(_json(detail))
@@ -479,8 +542,8 @@ class TlsRptStore:
         params = {"domain": _domain(domain), "day": day.isoformat()}
         async with self._transaction("begin_report") as db:
             await db.execute(_REPORT_INSERT, {**params, "report_id": report_id, "now": now})
-            rows = list(await db.execute_fetchall(_REPORT_GET, params))
-            sent = await db.execute_fetchall(_SENT_OF, params)
+            rows = await db.fetch(_REPORT_GET, params)
+            sent = await db.fetch(_SENT_OF, params)
         stored_id, first, done_at = rows[0]
         return ReportState(stored_id, first, frozenset(row[0] for row in sent), done_at is not None)
 
@@ -501,27 +564,42 @@ class TlsRptStore:
         params = {"before": older_than.isoformat()}
         async with self._transaction("purge") as db:
             await db.execute(_PURGE_FAILURES, params)
-            cursor = await db.execute(_PURGE_POLICIES, params)
-            removed = cursor.rowcount
-            await cursor.close()
+            removed = await db.execute(_PURGE_POLICIES, params)
             for statement in _PURGE_MARKS:
                 await db.execute(statement, params)
         return removed
+
+    async def claim_daily_run(self, *, now: int, hold_ms: int = DAILY_RUN_CLAIM_MS) -> bool:
+        """claim_daily_run - whether this node runs the reports now (`tlsrpt_send.run_daily`).
+
+        True for one caller until ``now + hold_ms``, across every node sharing the database;
+        the others get False and skip this run, so that a report leaves once.
+
+        :param now: epoch ms.
+        :param hold_ms: how long the claim keeps the others out.
+        """
+        async with self._transaction("claim_daily_run") as db:
+            rows = await db.fetch(_CLAIM_RUN, {"until": str(now + hold_ms), "now": now})
+        return bool(rows)
 
     # ---- transactions ----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def _transaction(
         self, operation: str, *, write: bool = True
-    ) -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction on the connection, serialized by the lock (`sqlite_tx.transaction`:
-        a cancelled caller never leaves the connection inside a transaction); errors become
-        TlsRptStoreError."""
+    ) -> AsyncIterator[tlsrpt_db.Session]:
+        """One transaction (`tlsrpt_db.Database.transaction`: a cancelled caller never leaves
+        it open); database errors become TlsRptStoreError naming ``operation``."""
         try:
-            async with sqlite_tx.transaction(self._db, self._lock, write=write) as db:
+            async with self._database.transaction(write=write) as db:
                 yield db
-        except sqlite3.Error as exc:
+        except self._database.errors as exc:
             raise TlsRptStoreError(operation, str(exc)) from exc
+
+
+def _check_interval(flush_interval_ms: int) -> None:
+    if flush_interval_ms <= 0:
+        raise ValueError(f"flush_interval_ms must be positive, not {flush_interval_ms}")
 
 
 def _domain(domain: str) -> str:
