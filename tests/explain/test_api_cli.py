@@ -41,7 +41,7 @@ async def test_explain_needs_the_sysexplainget_permission(daemon: ExplainDaemon)
     assert "sysExplainGet" in arguments["description"]
 
 
-INVALID = [  # (arguments, words of the description)
+INVALID: list[tuple[dict[str, Any], str]] = [  # (arguments, words of the description)
     ({}, "'recipient' is required"),
     ({"recipient": 5}, "'recipient' must be an address"),
     ({"recipient": "b"}, "'recipient': 'b' is not a valid address: it has no @domain"),
