@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]
 
-from delivery import pg
+from delivery import migrations, pg
 from delivery.registry import sql
 from delivery.registry.errors import StoreError
 from delivery.registry.store import StoredObject
@@ -157,19 +157,12 @@ class _Session:
         await self._run(sql.SCHEMA_VERSION_SET, {"version": version})
 
     async def migrate(self) -> None:
-        """Bring the tables to the current version (sql.MIGRATIONS), in this transaction."""
-        version = await self._version_if_any()
-        steps = sql.pending(version)
-        for _, statements in steps:
-            for text in statements:
-                await self._run(text, {})
-        if version is not None and steps:  # a new store's version waits for its objects
-            await self.set_schema_version(steps[-1][0])
+        """Bring the tables to the current version (sql.MIGRATIONS), in this transaction.
 
-    async def _version_if_any(self) -> int | None:
-        """The schema version; None also when the tables do not exist yet (a new database)."""
-        exists = await self._connection.fetchval("SELECT to_regclass('registry_counters')")
-        return await self.schema_version() if exists is not None else None
+        :raises StoreError: the tables are newer than this program, or cannot be migrated.
+        """
+        with _translated(self._where):
+            await sql.migrate(migrations.PostgresSession(self._connection))
 
     async def _returned(self, text: str, params: Mapping[str, Any]) -> int:
         row = await self._one(text, params)

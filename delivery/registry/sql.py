@@ -14,10 +14,12 @@ TLS reports' ``tlsrpt_`` tables):
     registry_meta      key -> value, for other components
 
 Migrations: `MIGRATIONS[n - 1]` takes the tables from version ``n - 1`` to ``n``; version 1
-creates them (idempotent: ``IF NOT EXISTS``, so databases made before versions were kept are
-adopted as they are). A store runs the steps above the recorded version in one write
-transaction at open (`pending`), and records `SCHEMA_VERSION` when the first-start objects
-are in place (store.py). A newer version than this program knows is refused (service.py).
+creates them. A store runs them at open, in one write transaction, through the shared runner
+(`migrate`: `delivery.migrations`, component ``registry``); a database of release 1, made
+before migration versions were recorded, has `BASELINE_TABLE` and is adopted as version 1.
+A newer version than this program knows is refused. Apart from that, ``registry_counters``
+keeps ``schema_version``: written with the first-start objects, it marks a registry that has
+them (service.py).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from delivery import migrations
 from delivery.registry.errors import StoreError
 from delivery.registry.store import StoredObject
 
 __all__ = [
+    "BASELINE_TABLE",
     "BUMP_STATE",
+    "COMPONENT",
     "DELETE_OBJECT",
     "GET_META",
     "INSERT_OBJECT",
@@ -42,10 +47,15 @@ __all__ = [
     "SET_META",
     "STATES",
     "STATE_OF",
+    "migrate",
     "object_from_row",
     "object_params",
-    "pending",
 ]
+
+COMPONENT: Final = "registry"
+"""The component name of these tables in `delivery.migrations`."""
+BASELINE_TABLE: Final = "registry_objects"
+"""A table of release 1, which recorded no migration version: its presence means version 1."""
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (  # 1: the tables
@@ -97,19 +107,18 @@ SET_META: Final = (
 )
 
 
-def pending(version: int | None, /) -> tuple[tuple[int, tuple[str, ...]], ...]:
-    """pending - the migration steps a database at ``version`` needs, as (version, statements).
+async def migrate(session: migrations.Session, /) -> None:
+    """migrate - bring the registry tables to the latest version, in the caller's transaction.
 
-    None (a new database) needs every step. A version above the last step needs none (the
-    service refuses it).
-
-    >>> [v for v, _ in pending(None)], pending(1)
-    ([1], ())
+    :raises StoreError: the tables are newer than this program (`migrations.SchemaTooNew`).
+    :raises Exception: whatever the database raises (the store translates it).
     """
-    done = version or 0
-    return tuple(
-        (number, steps) for number, steps in enumerate(MIGRATIONS, start=1) if number > done
-    )
+    try:
+        await migrations.migrate(
+            session, component=COMPONENT, steps=MIGRATIONS, baseline_table=BASELINE_TABLE
+        )
+    except migrations.SchemaTooNew as exc:
+        raise StoreError(str(exc)) from exc
 
 
 def object_params(type_name: str, obj: StoredObject, name_key: str | None, /) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import aiosqlite
 
+from delivery import migrations
 from delivery.registry import sql
 from delivery.registry.errors import StoreError
 from delivery.registry.store import StoredObject
@@ -158,21 +159,12 @@ class _Session:
         await self._run(sql.SCHEMA_VERSION_SET, {"version": version})
 
     async def migrate(self) -> None:
-        """Bring the tables to the current version (sql.MIGRATIONS), in this transaction."""
-        version = await self._version_if_any()
-        steps = sql.pending(version)
-        for _, statements in steps:
-            for statement in statements:
-                await self._run(statement, {})
-        if version is not None and steps:  # a new store's version waits for its objects
-            await self.set_schema_version(steps[-1][0])
+        """Bring the tables to the current version (sql.MIGRATIONS), in this transaction.
 
-    async def _version_if_any(self) -> int | None:
-        """The schema version; None also when the tables do not exist yet (a new database)."""
-        exists = await self._one(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'registry_counters'", {}
-        )
-        return await self.schema_version() if exists else None
+        :raises StoreError: the tables are newer than this program, or cannot be migrated.
+        """
+        with _translated(self._path):
+            await sql.migrate(migrations.SqliteSession(self._db))
 
     async def _returned(self, statement: str, params: dict[str, Any]) -> int:
         row = await self._one(statement, params)

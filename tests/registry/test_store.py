@@ -55,9 +55,31 @@ async def test_a_newer_schema_is_refused(registry_url: str) -> None:
         await Registry.open(registry_url)
 
 
-async def test_tables_from_before_versions_were_kept_are_adopted(registry_url: str) -> None:
-    """A database whose tables exist but whose version is missing (an interrupted first
-    start) gets its first-start objects on the next open, and nothing is lost."""
+async def test_tables_migrated_by_a_newer_release_are_refused(registry_url: str) -> None:
+    await (await Registry.open(registry_url)).close()
+    await run_sql(
+        registry_url, "UPDATE schema_versions SET version = 99 WHERE component = 'registry'"
+    )
+    with pytest.raises(StoreError, match="newer"):
+        await Registry.open(registry_url)
+
+
+async def test_a_release_1_database_is_adopted(registry_url: str) -> None:
+    """Tables made before migration versions were recorded are taken as version 1."""
+    async with await Registry.open(registry_url) as reg:
+        await set_ok(reg, "MtaTlsStrategy", create={"s": {"name": "kept"}})
+    await run_sql(registry_url, "DROP TABLE schema_versions")
+    async with await Registry.open(registry_url) as reopened:
+        names = await reopened.get("MtaTlsStrategy", ids=None, properties=["name"])
+        assert [o["name"] for o in names["list"]] == ["default", "invalid-tls", "kept"]
+    assert await run_sql(
+        registry_url, "SELECT version FROM schema_versions WHERE component = 'registry'"
+    ) == [(store.SCHEMA_VERSION,)]
+
+
+async def test_an_interrupted_first_start_is_completed(registry_url: str) -> None:
+    """A database whose tables exist but which never got its first-start objects (the first
+    start stopped in between) gets them on the next open."""
     await (await Registry.open(registry_url, refresh_interval_ms=None)).close()
     await run_sql(registry_url, "DELETE FROM registry_objects")
     await run_sql(registry_url, "DELETE FROM registry_counters WHERE name = 'schema_version'")
@@ -75,8 +97,9 @@ async def test_tables_are_prefixed(registry: Registry, registry_url: str) -> Non
         listing = "SELECT name FROM sqlite_master WHERE type = 'table'"
     else:
         listing = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-    tables = [name for (name,) in await run_sql(registry_url, listing)]
-    assert tables and all(t.startswith("registry_") for t in tables)
+    tables = {name for (name,) in await run_sql(registry_url, listing)}
+    assert tables - {"schema_versions"}  # the shared table of migration versions
+    assert all(t.startswith("registry_") for t in tables - {"schema_versions"})
 
 
 async def test_sqlite_is_in_wal_mode(registry: Registry, registry_url: str) -> None:
