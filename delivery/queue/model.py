@@ -47,6 +47,7 @@ __all__ = [
     "RecipientUpdate",
     "Ret",
     "domain_of",
+    "make_lease_token",
     "make_message_id",
     "now_ms",
 ]
@@ -54,6 +55,10 @@ __all__ = [
 MESSAGE_ID_RANDOM_BYTES = 8
 """Random bytes after the timestamp in a message id: 64 bits make a collision between
 two messages created in the same millisecond negligible, across nodes too."""
+
+LEASE_TOKEN_RANDOM_BYTES = 12
+"""Random part of a lease token: tokens must never repeat, or a lapsed lease's late
+outcome could be taken for the current one's."""
 
 
 class InvalidEnvelope(DeliveryError, ValueError):
@@ -126,6 +131,15 @@ def make_message_id(now: int, /) -> str:
     '018bcfe56800'
     """
     return f"{now:012x}{secrets.token_hex(MESSAGE_ID_RANDOM_BYTES)}"
+
+
+def make_lease_token(owner: str, /) -> str:
+    """make_lease_token - a token no other lease ever had: the owner, then random hex.
+
+    >>> make_lease_token("node1").startswith("node1/")
+    True
+    """
+    return f"{owner}/{secrets.token_hex(LEASE_TOKEN_RANDOM_BYTES)}"
 
 
 def domain_of(address: str, /) -> str:

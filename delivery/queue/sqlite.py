@@ -8,12 +8,13 @@ with other processes: writers take the write lock with ``BEGIN IMMEDIATE`` and w
 up to `BUSY_TIMEOUT_MS` for it.
 
 Transactions on the one connection are serialized by an asyncio lock. Enqueues are
-group-committed: the enqueues that arrive while a commit is running are written
-together by the next one, sharing its fsync; each caller still returns only after its
-own message is committed.
+group-committed (`group_commit`): the enqueues that arrive while a commit is running
+are written together by the next one, sharing its fsync; each caller still returns
+only after its own message is committed. The schema is created or upgraded at open
+(`delivery.migrations`, `sql.steps`), in one transaction.
 
 Outcomes: as `delivery.queue.store` (`StoreError` wraps every ``sqlite3.Error``,
-with the SQLite message).
+with the SQLite message, and a schema newer than this program's).
 
 Security: the database file holds every queued message; create its directory
 readable by the daemon's user only. No SQL is ever built from message data: all
@@ -27,9 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
@@ -37,10 +37,10 @@ from typing import Any, Final, Self
 
 import aiosqlite
 
-from delivery.queue import model, sql, sqlite_tx
+from delivery import migrations
+from delivery.queue import model, sql, sqlite_tx, store
+from delivery.queue.group_commit import GroupCommit
 from delivery.queue.store import (
-    MAX_LEASE_BATCH,
-    MAX_LIST_LIMIT,
     PURGE_BATCH,
     Cancelled,
     MessageNotFound,
@@ -50,15 +50,11 @@ from delivery.queue.store import (
     StoreError,
 )
 
-__all__ = ["BUSY_TIMEOUT_MS", "LEASE_TOKEN_RANDOM_BYTES", "SqliteQueueStore"]
+__all__ = ["BUSY_TIMEOUT_MS", "SqliteQueueStore"]
 
 BUSY_TIMEOUT_MS: Final = 30_000
 """How long a writer waits for another connection (the registry, another process on
 the same file) to release the write lock before the operation fails with StoreError."""
-
-LEASE_TOKEN_RANDOM_BYTES: Final = 12
-"""Random part of a lease token: tokens must never repeat, or a lapsed lease's late
-outcome could be taken for the current one's."""
 
 _Params = Mapping[str, Any]
 
@@ -75,8 +71,7 @@ class SqliteQueueStore:
         self.path = path
         self._db = db
         self._lock = asyncio.Lock()
-        self._pending: list[tuple[NewEntry, asyncio.Future[str]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._enqueues = GroupCommit(self._write_entries, name="queue-group-commit")
         self._closed = False
 
     @classmethod
@@ -84,7 +79,7 @@ class SqliteQueueStore:
         """Open (creating if needed) the queue in the database file at ``path``.
 
         Creates the parent directory, switches the file to WAL mode, and creates or
-        checks the ``queue_*`` tables.
+        upgrades the ``queue_*`` tables (`sql.steps`).
 
         :raises StoreError: the file cannot be opened or used in WAL mode, or its
             queue schema is newer than this program.
@@ -114,18 +109,16 @@ class SqliteQueueStore:
             await self._db.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             raise StoreError("open", f"{self.path}: {exc}") from exc
-        async with self._transaction("open") as db:
-            for statement in sql.schema(sql.SQLITE):
-                await db.execute(statement)
-            rows = list(await db.execute_fetchall(sql.SCHEMA_VERSION_GET))
-            if not rows:
-                await db.execute(sql.SCHEMA_VERSION_SET, {"version": str(sql.SCHEMA_VERSION)})
-            elif int(rows[0][0]) > sql.SCHEMA_VERSION:
-                raise StoreError(
-                    "open",
-                    f"{self.path}: queue schema version {rows[0][0]} is newer than "
-                    f"this program's ({sql.SCHEMA_VERSION})",
+        try:
+            async with self._transaction("open") as db:
+                await migrations.migrate(
+                    migrations.SqliteSession(db),
+                    component=sql.COMPONENT,
+                    steps=sql.steps(sql.SQLITE),
+                    baseline_table=sql.BASELINE_TABLE,
                 )
+        except migrations.SchemaTooNew as exc:
+            raise StoreError("open", f"{self.path}: {exc}") from exc
 
     async def __aenter__(self) -> Self:
         return self
@@ -143,8 +136,7 @@ class SqliteQueueStore:
         if self._closed:
             return
         self._closed = True
-        if self._flusher is not None:
-            await self._flusher
+        await self._enqueues.drain()
         await self._db.close()
 
     @contextlib.asynccontextmanager
@@ -176,44 +168,13 @@ class SqliteQueueStore:
 
     async def enqueue_many(self, entries: Sequence[NewEntry], /) -> list[str]:
         """Queue messages in one durable commit; see `QueueStore.enqueue_many`."""
-        _check_entries(entries)
-        loop = asyncio.get_running_loop()
-        waiters = [(entry, loop.create_future()) for entry in entries]
-        self._pending.extend(waiters)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="queue-group-commit")
-        try:
-            return list(await asyncio.gather(*(future for _, future in waiters)))
-        except asyncio.CancelledError:
-            # Not written yet: withdraw, so a cancelled submission is not queued.
-            # Already being written: it will be queued; the client retries (RFC 5321
-            # §6.1 accepts duplicates over loss).
-            mine = {future for _, future in waiters}
-            self._pending = [waiter for waiter in self._pending if waiter[1] not in mine]
-            raise
+        store.check_entries(entries)
+        return await self._enqueues.submit(entries)
 
-    async def _flush(self) -> None:
-        """Commit everything pending, batch after batch, until nothing is left."""
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                async with self._transaction("enqueue") as db:
-                    ids = await _insert(db, [entry for entry, _ in batch])
-            except BaseException as exc:
-                # Every waiter must hear of the failure, or it would wait forever.
-                for _, future in batch:
-                    if future.done():
-                        continue
-                    if isinstance(exc, Exception):
-                        future.set_exception(exc)
-                    else:
-                        future.cancel()
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, future), message_id in zip(batch, ids, strict=True):
-                if not future.done():
-                    future.set_result(message_id)
+    async def _write_entries(self, entries: list[NewEntry], /) -> list[str]:
+        """One group commit: every pending entry in one transaction."""
+        async with self._transaction("enqueue") as db:
+            return await _insert(db, entries)
 
     # --- leases and outcomes --------------------------------------------------------------
 
@@ -221,11 +182,8 @@ class SqliteQueueStore:
         self, *, now: int, owner: str, lease_ms: int, limit: int, queue: str | None = None
     ) -> list[model.Lease]:
         """Hand out due recipients; see `QueueStore.lease_due`."""
-        if not 1 <= limit <= MAX_LEASE_BATCH:
-            raise ValueError(f"limit must be 1..{MAX_LEASE_BATCH}, not {limit}")
-        if lease_ms <= 0:
-            raise ValueError(f"lease_ms must be positive, not {lease_ms}")
-        token = f"{owner}/{secrets.token_hex(LEASE_TOKEN_RANDOM_BYTES)}"
+        store.check_lease(limit=limit, lease_ms=lease_ms)
+        token = model.make_lease_token(owner)
         until = now + lease_ms
         params: dict[str, Any] = {"now": now, "limit": limit}
         if queue is None:
@@ -240,34 +198,16 @@ class SqliteQueueStore:
             await db.executemany(sql.CLAIM, [{**claim, "id": rid} for rid in ids])
             recipient_rows = await db.execute_fetchall(sql.LEASED_RECIPIENTS, {"token": token})
             message_rows = await db.execute_fetchall(sql.LEASED_MESSAGES, {"token": token})
-        recipients = {r.id: r for r in map(sql.recipient_from_row, recipient_rows)}
-        groups: dict[tuple[str, str], list[model.QueuedRecipient]] = {}
-        for rid in ids:
-            recipient = recipients.get(rid)
-            if recipient is None:  # claimed by a concurrent transaction (PostgreSQL)
-                continue
-            groups.setdefault((recipient.message_id, recipient.domain), []).append(recipient)
-        messages = {row[0]: row for row in message_rows}
-        return [
-            model.Lease(
-                token=token,
-                owner=owner,
-                until=until,
-                domain=domain,
-                message=sql.message_from_row(messages[message_id], members),
-            )
-            for (message_id, domain), members in groups.items()
-        ]
+        return sql.leases_from_rows(
+            ids, recipient_rows, message_rows, token=token, owner=owner, until=until
+        )
 
     async def record(
         self, updates: Sequence[model.RecipientUpdate], /, *, notices: Sequence[Notice] = ()
     ) -> Recorded:
         """Apply outcomes in one transaction; see `QueueStore.record`."""
-        _check_entries((notice.message, notice.recipients) for notice in notices)
+        store.check_notices(updates, notices)
         updated = {update.recipient_id for update in updates}
-        for notice in notices:
-            if not notice.about or not notice.about <= updated:
-                raise ValueError("a notice must be about recipients updated in the same record")
         async with self._transaction("record") as db:
             held: set[int] = set()
             for token in {update.token for update in updates}:
@@ -308,10 +248,7 @@ class SqliteQueueStore:
         self, message_id: str, /, *, reason: str, notice: Notice | None = None
     ) -> Cancelled:
         """Cancel the message's scheduled recipients; see `QueueStore.cancel`."""
-        if notice is not None:
-            _check_entries([(notice.message, notice.recipients)])
-            if not notice.about:
-                raise ValueError("a notice must be about the recipients it cancels")
+        store.check_cancel_notice(notice)
         params = {"message_id": message_id}
         async with self._transaction("cancel") as db:
             rows = await db.execute_fetchall(sql.SCHEDULED_OF_MESSAGE, params)
@@ -360,8 +297,7 @@ class SqliteQueueStore:
         limit: int = 100,
     ) -> list[model.QueuedMessage]:
         """List messages; see `QueueStore.list_messages`."""
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}, not {limit}")
+        store.check_list_limit(limit)
         params = sql.list_params(
             status=status,
             domain=domain,
@@ -422,12 +358,6 @@ class SqliteQueueStore:
                 if await _changes(db, sql.DELETE_MESSAGE, params):
                     deleted.append(message_id)
         return deleted
-
-
-def _check_entries(entries: Iterable[NewEntry], /) -> None:
-    for _, recipients in entries:
-        if not recipients:
-            raise model.InvalidEnvelope("recipients", "a message needs at least one recipient")
 
 
 async def _insert(db: aiosqlite.Connection, entries: Sequence[NewEntry], /) -> list[str]:

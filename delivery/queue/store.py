@@ -35,7 +35,7 @@ then refused, but the message may arrive twice).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,6 +54,11 @@ __all__ = [
     "QueueStore",
     "Recorded",
     "StoreError",
+    "check_cancel_notice",
+    "check_entries",
+    "check_lease",
+    "check_list_limit",
+    "check_notices",
 ]
 
 MAX_LEASE_BATCH = 1000
@@ -322,3 +327,62 @@ class QueueStore(Protocol):
     async def close(self) -> None:
         """Finish pending commits and close the store."""
         ...
+
+
+# --- argument checks every store makes the same way -----------------------------------------
+
+
+def check_lease(*, limit: int, lease_ms: int) -> None:
+    """check_lease - `QueueStore.lease_due`'s arguments.
+
+    :raises ValueError: ``limit`` outside 1..`MAX_LEASE_BATCH`, or ``lease_ms`` not positive.
+    """
+    if not 1 <= limit <= MAX_LEASE_BATCH:
+        raise ValueError(f"limit must be 1..{MAX_LEASE_BATCH}, not {limit}")
+    if lease_ms <= 0:
+        raise ValueError(f"lease_ms must be positive, not {lease_ms}")
+
+
+def check_list_limit(limit: int, /) -> None:
+    """check_list_limit - `QueueStore.list_messages`' page size.
+
+    :raises ValueError: ``limit`` outside 1..`MAX_LIST_LIMIT`.
+    """
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}, not {limit}")
+
+
+def check_entries(entries: Iterable[NewEntry], /) -> None:
+    """check_entries - messages to queue.
+
+    :raises InvalidEnvelope: an entry has no recipients.
+    """
+    for _, recipients in entries:
+        if not recipients:
+            raise model.InvalidEnvelope("recipients", "a message needs at least one recipient")
+
+
+def check_notices(updates: Sequence[model.RecipientUpdate], notices: Sequence[Notice], /) -> None:
+    """check_notices - `QueueStore.record`'s notices, against its updates.
+
+    :raises InvalidEnvelope: a notice without recipients.
+    :raises ValueError: a notice about no recipient, or about one without an update.
+    """
+    check_entries((notice.message, notice.recipients) for notice in notices)
+    updated = {update.recipient_id for update in updates}
+    for notice in notices:
+        if not notice.about or not notice.about <= updated:
+            raise ValueError("a notice must be about recipients updated in the same record")
+
+
+def check_cancel_notice(notice: Notice | None, /) -> None:
+    """check_cancel_notice - `QueueStore.cancel`'s notice.
+
+    :raises InvalidEnvelope: a notice without recipients.
+    :raises ValueError: a notice about no recipient.
+    """
+    if notice is None:
+        return
+    check_entries([(notice.message, notice.recipients)])
+    if not notice.about:
+        raise ValueError("a notice must be about the recipients it cancels")

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from delivery.errors import LastError
+from delivery.migrations import VERSION_TABLE
 from delivery.queue import model, sql
 from delivery.queue.sqlite import SqliteQueueStore
 from delivery.queue.store import Notice, StoreError
@@ -33,7 +35,7 @@ async def test_the_file_is_in_wal_mode_with_only_queue_tables(tmp_path: Path) ->
 
     assert query(path, "PRAGMA journal_mode") == [("wal",)]
     tables = [name for (name,) in query(path, "SELECT name FROM sqlite_master WHERE type='table'")]
-    assert tables and all(name.startswith("queue_") for name in tables)
+    assert tables and all(name.startswith("queue_") or name == VERSION_TABLE for name in tables)
 
 
 async def test_the_file_is_shared_with_registry_tables(tmp_path: Path) -> None:
@@ -85,10 +87,107 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     async with await SqliteQueueStore.open(path):
         pass
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE queue_meta SET value = '99' WHERE name = 'schema_version'")
+        db.execute(f"UPDATE {VERSION_TABLE} SET version = 99 WHERE component = 'queue'")
 
-    with pytest.raises(StoreError, match="version 99"):
+    with pytest.raises(StoreError, match="version 99, newer than this program's 2"):
         await SqliteQueueStore.open(path)
+    assert query(path, f"SELECT version FROM {VERSION_TABLE}") == [(99,)]  # left alone
+
+
+# The tables of release 1 exactly as it created them, before versions were recorded in
+# schema_versions: a database it wrote must open, upgraded in place, with nothing lost.
+RELEASE_1_SCHEMA = """
+CREATE TABLE queue_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE queue_messages (
+    id TEXT PRIMARY KEY, sender TEXT NOT NULL, size BIGINT NOT NULL, source TEXT NOT NULL,
+    received_at BIGINT NOT NULL, received_from_ip TEXT NOT NULL,
+    received_via_port INTEGER NOT NULL, priority INTEGER NOT NULL, env_id TEXT, ret TEXT,
+    smtputf8 INTEGER NOT NULL, eightbitmime INTEGER NOT NULL, requiretls INTEGER NOT NULL);
+CREATE TABLE queue_bodies (message_id TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE queue_recipients (
+    id INTEGER PRIMARY KEY, message_id TEXT NOT NULL, address TEXT NOT NULL,
+    domain TEXT NOT NULL, status TEXT NOT NULL, due BIGINT, retry_num INTEGER NOT NULL,
+    notify_num INTEGER NOT NULL, notify_due BIGINT, expires_at BIGINT, max_attempts INTEGER,
+    queue TEXT NOT NULL, schedule TEXT NOT NULL, last_error TEXT NOT NULL,
+    last_status TEXT NOT NULL, notify TEXT NOT NULL, orcpt TEXT, lease_owner TEXT,
+    lease_token TEXT, lease_until BIGINT);
+CREATE INDEX queue_recipients_due ON queue_recipients (status, due);
+CREATE INDEX queue_recipients_queue_due ON queue_recipients (status, queue, due);
+CREATE INDEX queue_recipients_group ON queue_recipients (message_id, domain, status, due);
+CREATE INDEX queue_recipients_token ON queue_recipients (lease_token)
+    WHERE lease_token IS NOT NULL;
+CREATE INDEX queue_recipients_owner ON queue_recipients (lease_owner)
+    WHERE lease_owner IS NOT NULL;
+INSERT INTO queue_meta VALUES ('schema_version', '1');
+INSERT INTO queue_messages VALUES ('018bcfe56800aaaaaaaaaaaaaaaa', 'a@example.org', 5,
+    'authenticated', 1700000000000, '192.0.2.1', 587, 3, 'QQ+2B1', 'HDRS', 1, 0, 1);
+INSERT INTO queue_bodies VALUES ('018bcfe56800aaaaaaaaaaaaaaaa', X'68656C6C6F');
+INSERT INTO queue_recipients VALUES (7, '018bcfe56800aaaaaaaaaaaaaaaa', 'b@example.com',
+    'example.com', 'scheduled', 1700000060000, 1, 0, NULL, 1700259200000, NULL, 'remote',
+    'remote', 'connection', 'connection refused', 'DELAY,FAILURE', 'rfc822;b@example.com',
+    'old-node', 'old-node/0011', 1700000060000);
+INSERT INTO queue_recipients VALUES (8, '018bcfe56800aaaaaaaaaaaaaaaa', 'c@example.net',
+    'example.net', 'delivered', NULL, 1, 0, NULL, NULL, 5, 'remote', 'remote', 'none',
+    '250 ok', '', NULL, NULL, NULL, NULL);
+"""
+
+
+async def test_a_release_1_database_is_upgraded_in_place_with_nothing_lost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "delivery.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(RELEASE_1_SCHEMA)
+
+    async with await SqliteQueueStore.open(path) as store:
+        got = await store.get_message("018bcfe56800aaaaaaaaaaaaaaaa")
+        assert await store.load_body("018bcfe56800aaaaaaaaaaaaaaaa") == b"hello"
+        # The old lease lapses as it would have: the recipient is taken over, then recorded.
+        [lease] = await store.lease_due(now=T0 + 60_000, owner="new", lease_ms=60_000, limit=9)
+        update = dataclasses.replace(
+            model.RecipientUpdate.unchanged(lease, lease.recipients[0]),
+            status=model.RecipientStatus.DELIVERED,
+        )
+        assert not (await store.record([update])).refused
+        new_id = await store.enqueue(make_message(), [make_recipient()])
+        listed = {m.id for m in await store.list_messages()}
+        assert listed == {"018bcfe56800aaaaaaaaaaaaaaaa", new_id}
+
+    assert got is not None
+    assert (got.sender, got.size, got.priority, got.env_id, got.ret) == (
+        "a@example.org",
+        5,
+        3,
+        "QQ+2B1",
+        model.Ret.HDRS,
+    )
+    assert (got.smtputf8, got.eightbitmime, got.requiretls) == (True, False, True)
+    pending, done = got.recipients
+    assert (pending.id, pending.status, pending.retry_num, pending.lease_owner) == (
+        7,
+        model.RecipientStatus.SCHEDULED,
+        1,
+        "old-node",
+    )
+    assert pending.notify == {model.Notify.DELAY, model.Notify.FAILURE}
+    assert (pending.last_error, pending.orcpt) == (LastError.CONNECTION, "rfc822;b@example.com")
+    assert (done.id, done.status, done.max_attempts) == (8, model.RecipientStatus.DELIVERED, 5)
+    assert query(path, f"SELECT component, version FROM {VERSION_TABLE}") == [("queue", 2)]
+    # Release 1 reads its version here and refuses anything above 1.
+    assert query(path, "SELECT value FROM queue_meta") == [("2",)]
+
+
+async def test_a_new_database_is_created_at_the_latest_version(tmp_path: Path) -> None:
+    path = tmp_path / "delivery.db"
+    async with await SqliteQueueStore.open(path):
+        pass
+    async with await SqliteQueueStore.open(path):  # a second open migrates nothing
+        pass
+
+    assert query(path, f"SELECT component, version FROM {VERSION_TABLE}") == [
+        ("queue", sql.SCHEMA_VERSION)
+    ]
+    assert query(path, "SELECT value FROM queue_meta") == [(str(sql.SCHEMA_VERSION),)]
 
 
 async def test_an_in_memory_database_is_refused() -> None:
