@@ -95,6 +95,7 @@ from delivery.dns.result import DnsResult, Lookup, MxRecord, TlsaRecord
 from delivery.engine import attempt, intake, local, outcome, planner, variables
 from delivery.engine import worker as engine_worker
 from delivery.errors import DeliveryError, DnsTempFail, LastError
+from delivery.expr import resolve as expr_resolve
 from delivery.policy import dane, mtasts, mtasts_fetch
 from delivery.policy import tls as tls_policy
 from delivery.queue import model
@@ -126,6 +127,9 @@ and the explanation says it is incomplete."""
 
 EXPLAIN_SOURCE = model.MessageSource.AUTHENTICATED
 """The assumed message's source: what ``delivery send`` and authenticated submission queue."""
+
+EXPLAIN_MESSAGE_ID = "explain"
+"""The id of the assumed message (never stored)."""
 
 
 class InvalidAddress(DeliveryError, ValueError):
@@ -744,7 +748,69 @@ async def explain(
     address = parse_address("recipient", recipient)
     from_address = parse_address("sender", sender)
     at = model.now_ms() if now is None else now
-    return await _Walker(address, from_address, sources, at, rng, sts_wait_ms).run()
+    lookup = attempt.make_lookup(sources.resolver)
+    message = await _queued(address, from_address, sources, lookup, now=at)
+    walker = _Walker(message, sources, lookup, at, rng or random.Random(), sts_wait_ms)
+    return await walker.run()
+
+
+async def _queued(
+    address: str, sender: str, sources: Sources, lookup: expr_resolve.Lookup, /, *, now: int
+) -> model.QueuedMessage:
+    """The message as it would be queued now, its one recipient placed by intake (the
+    ``schedule`` expression at queue time), due at once, never attempted."""
+    new = model.NewMessage(
+        sender=sender,
+        body=b"",
+        source=EXPLAIN_SOURCE,
+        received_at=now,
+        smtputf8=not (address.isascii() and sender.isascii()),
+    )
+    [planned] = await intake.plan_recipients(
+        sources.snapshot,
+        new,
+        [intake.RecipientRequest(address)],
+        env=sources.env,
+        lookup=lookup,
+        now=now,
+    )
+    recipient = model.QueuedRecipient(
+        id=0,
+        message_id=EXPLAIN_MESSAGE_ID,
+        address=planned.address,
+        domain=planned.domain,
+        status=model.RecipientStatus.SCHEDULED,
+        due=planned.due,
+        retry_num=0,
+        notify_num=0,
+        notify_due=planned.notify_due,
+        expires_at=planned.expires_at,
+        max_attempts=planned.max_attempts,
+        queue=planned.queue,
+        schedule=planned.schedule,
+        last_error=LastError.NONE,
+        last_status="",
+        notify=planned.notify,
+        orcpt=None,
+        lease_owner=None,
+        lease_until=None,
+    )
+    return model.QueuedMessage(
+        id=EXPLAIN_MESSAGE_ID,
+        sender=new.sender,
+        size=len(new.body),
+        source=new.source,
+        received_at=new.received_at,
+        received_from_ip=new.received_from_ip,
+        received_via_port=new.received_via_port,
+        priority=new.priority,
+        env_id=None,
+        ret=None,
+        smtputf8=new.smtputf8,
+        eightbitmime=False,
+        requiretls=new.requiretls,
+        recipients=(recipient,),
+    )
 
 
 class _Walker:
@@ -752,100 +818,27 @@ class _Walker:
 
     def __init__(
         self,
-        address: str,
-        sender: str,
+        message: model.QueuedMessage,
         sources: Sources,
+        lookup: expr_resolve.Lookup,
         now: int,
-        rng: random.Random | None,
+        rng: random.Random,
         sts_wait_ms: int,
     ) -> None:
-        self.address, self.sender, self.src, self.now = address, sender, sources, now
-        self.domain = model.domain_of(address)
-        self.rng = rng or random.Random()
-        self.sts_wait_ms = sts_wait_ms
-        self.lookup = attempt.make_lookup(sources.resolver)
+        [recipient] = message.recipients
+        self.message, self.src, self.lookup, self.now = message, sources, lookup, now
+        self.address, self.domain = recipient.address, recipient.domain
+        self.rcpt_vars = variables.rcpt_variables(message, recipient, now=now)
+        self.rng, self.sts_wait_ms = rng, sts_wait_ms
         self.notes: list[str] = []
+        self.plan: planner.RecipientPlan | None = None
+        self.mx: MxExplanation | None = None
         self.mx_hosts: tuple[str, ...] = ()
         self.mx_security = dane.MxSecurity.INSECURE
         self.sts: mtasts.PolicyLookup | None = None
 
-    async def _message(self) -> tuple[model.QueuedMessage, model.QueuedRecipient]:
-        """The message as it would be queued now: intake's schedule, due at once."""
-        new = model.NewMessage(
-            sender=self.sender,
-            body=b"",
-            source=EXPLAIN_SOURCE,
-            received_at=self.now,
-            smtputf8=not (self.address.isascii() and self.sender.isascii()),
-        )
-        [planned] = await intake.plan_recipients(
-            self.src.snapshot,
-            new,
-            [intake.RecipientRequest(self.address)],
-            env=self.src.env,
-            lookup=self.lookup,
-            now=self.now,
-        )
-        recipient = model.QueuedRecipient(
-            id=0,
-            message_id="explain",
-            address=planned.address,
-            domain=planned.domain,
-            status=model.RecipientStatus.SCHEDULED,
-            due=planned.due,
-            retry_num=0,
-            notify_num=0,
-            notify_due=planned.notify_due,
-            expires_at=planned.expires_at,
-            max_attempts=planned.max_attempts,
-            queue=planned.queue,
-            schedule=planned.schedule,
-            last_error=LastError.NONE,
-            last_status="",
-            notify=planned.notify,
-            orcpt=None,
-            lease_owner=None,
-            lease_until=None,
-        )
-        message = model.QueuedMessage(
-            id="explain",
-            sender=new.sender,
-            size=len(new.body),
-            source=new.source,
-            received_at=new.received_at,
-            received_from_ip=new.received_from_ip,
-            received_via_port=new.received_via_port,
-            priority=new.priority,
-            env_id=None,
-            ret=None,
-            smtputf8=new.smtputf8,
-            eightbitmime=False,
-            requiretls=new.requiretls,
-            recipients=(recipient,),
-        )
-        return message, recipient
-
     async def run(self) -> Explanation:
-        src = self.src
-        message, recipient = await self._message()
-        rcpt_vars = variables.rcpt_variables(message, recipient, now=self.now)
-        probe = src.dnssec
-        base = Explanation(
-            recipient=self.address,
-            sender=self.sender,
-            domain=self.domain,
-            at=self.now,
-            message=message,
-            variables=rcpt_vars,
-            plan=None,
-            route=None,
-            dnssec_state=probe.state,
-            dnssec_text=probe.describe(),
-            mx=None,
-            mta_sts=None,
-            hosts=(),
-            decision=Step(StepAction.DEFER, "not decided"),
-        )
+        src, rcpt_vars = self.src, self.rcpt_vars
         outbound = src.snapshot.outbound
         try:  # as the worker routes a leased recipient (worker._deliver)
             route = await expr.evaluate_resolving(outbound.route, rcpt_vars, src.env, self.lookup)
@@ -859,62 +852,76 @@ class _Walker:
                 LastError.DNS,
                 f"the route or schedule expression needed DNS: {exc}",
             )
-            step = Step(StepAction.DEFER, failed.reason, failed.status, failed.kind.value)
-            return dataclasses.replace(base, decision=step, notes=tuple(self.notes))
-        plan = planner.plan_recipient(src.snapshot, route=route, schedule=schedule)
-        base = dataclasses.replace(base, plan=plan, route=plan.route.value)
-        chosen = plan.route.value
-        port = src.settings.smtp.port
+            return self._explanation(
+                Step(StepAction.DEFER, failed.reason, failed.status, failed.kind.value)
+            )
+        self.plan = planner.plan_recipient(src.snapshot, route=route, schedule=schedule)
+        chosen = self.plan.route.value
         match chosen:
             case registry.LocalRoute():
                 path = local.mailbox_path(src.settings.data_dir, self.address)
-                step = Step(StepAction.DELIVER_LOCAL, f"to the local mailbox {path}", "2.0.0")
-                return dataclasses.replace(base, decision=step, notes=tuple(self.notes))
+                return self._explanation(
+                    Step(StepAction.DELIVER_LOCAL, f"to the local mailbox {path}", "2.0.0")
+                )
             case registry.MxRoute():
                 mx = await self._mx(chosen)
                 if isinstance(mx, Step):
-                    return dataclasses.replace(base, decision=mx, notes=tuple(self.notes))
-                explained, hosts = mx
-                found = await self._hosts(hosts, chosen, rcpt_vars, port, explained.implicit)
-                base = dataclasses.replace(base, mx=explained)
+                    return self._explanation(mx)
+                self.mx, hosts = mx
+                port = src.settings.smtp.port
+                found = await self._hosts(hosts, chosen, rcpt_vars, port, self.mx.implicit)
             case registry.RelayRoute():
-                port = chosen.port
                 found = await self._relay(chosen, rcpt_vars)
             case _ as unreachable:
                 assert_never(unreachable)
-        return self._finish(base, found)
+        if isinstance(found, Step):
+            return self._explanation(found)
+        return self._walk(found)
 
-    def _finish(self, base: Explanation, hosts: list[HostExplanation] | Step) -> Explanation:
-        """Walk the addresses with the error policy; the decision is where the walk ends."""
-        if isinstance(hosts, Step):
-            return dataclasses.replace(base, decision=hosts, notes=tuple(self.notes))
-        flat = [a for host in hosts for a in host.addresses]
-        steps = walk([a.block for a in flat])
-        connected = False
-        decided: AddressExplanation | None = None
-        decision: Step | None = None
-        updated: dict[int, AddressExplanation] = {}
-        for index, (address, step) in enumerate(zip(flat, steps, strict=True)):
-            updated[index] = dataclasses.replace(address, step=step, fallback=connected)
-            if step is not None and step.action.ends and decision is None:
-                decision, decided = step, updated[index]
-            connected = connected or (step is not None and step.action is StepAction.CONNECT)
-        assert decision is not None, "the last address always ends the walk"
-        position = 0
-        rebuilt = []
-        for host in hosts:
-            count = len(host.addresses)
-            addresses = tuple(updated[i] for i in range(position, position + count))
-            rebuilt.append(dataclasses.replace(host, addresses=addresses))
-            position += count
-        return dataclasses.replace(
-            base,
-            hosts=tuple(rebuilt),
+    def _explanation(
+        self,
+        decision: Step,
+        hosts: Sequence[HostExplanation] = (),
+        decided_by: AddressExplanation | None = None,
+    ) -> Explanation:
+        probe = self.src.dnssec
+        return Explanation(
+            recipient=self.address,
+            sender=self.message.sender,
+            domain=self.domain,
+            at=self.now,
+            message=self.message,
+            variables=self.rcpt_vars,
+            plan=self.plan,
+            route=self.plan.route.value if self.plan is not None else None,
+            dnssec_state=probe.state,
+            dnssec_text=probe.describe(),
+            mx=self.mx,
             mta_sts=self.sts,
+            hosts=tuple(hosts),
             decision=decision,
-            decided_by=decided,
+            decided_by=decided_by,
             notes=tuple(self.notes),
         )
+
+    def _walk(self, hosts: Sequence[HostExplanation]) -> Explanation:
+        """Walk the addresses with the error policy; the decision is where the walk ends."""
+        steps = iter(walk([a.block for host in hosts for a in host.addresses]))
+        connected = False
+        decision: tuple[Step, AddressExplanation] | None = None
+        walked = []
+        for host in hosts:
+            addresses = []
+            for address in host.addresses:
+                step = next(steps)
+                address = dataclasses.replace(address, step=step, fallback=connected)
+                addresses.append(address)
+                if step is not None and step.action.ends and decision is None:
+                    decision = step, address
+                connected = connected or (step is not None and step.action is StepAction.CONNECT)
+            walked.append(dataclasses.replace(host, addresses=tuple(addresses)))
+        assert decision is not None, "the last address always ends the walk"
+        return self._explanation(decision[0], walked, decision[1])
 
     # ---- candidates (attempt._mx_candidates, _relay_candidates, _addresses) -------------------
 
