@@ -1,35 +1,45 @@
 """Queue cost against queue size: leasing and recording stay flat as the queue grows.
 
-    python -m bench.queue_scale [--quick]
+    python -m bench.queue_scale [--quick] [--store postgresql://user@host/database]
 
 For each size (10,000 / 100,000 / 1,000,000 queued messages; ``--quick``: 1,000 and
-10,000) it fills a fresh SQLite queue in a temporary folder and reopens it: half of the
+10,000) it fills a fresh queue and reopens it: SQLite in a temporary folder, or with
+``--store`` a new schema in that PostgreSQL database (dropped afterwards; the role must
+be allowed to create schemas). Half of the
 recipients due (spread over the last hour), half deferred into the next three days, like
 a queue after an outage. Then it times what the worker does in a loop: lease a batch of
 `BATCH` due recipients and record their outcomes (7 in 10 delivered, the rest deferred),
 plus one enqueue (a durable commit) and ``due_soonest``. It prints the per-batch cost,
 the process's resident memory and the file size side by side for every size, so one can
 see the hot path does not grow with the queue; ``count_by_status`` (a full count, for
-metrics) is printed as the one figure that does. It never fails on a figure.
+metrics) is printed as the one figure that does; "data MiB" is the file and its WAL, or
+the tables and indexes. It never fails on a figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import random
 import resource
+import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import asyncpg  # type: ignore[import-untyped]
 
 from delivery.errors import LastError
 from delivery.queue import model
+from delivery.queue.postgres import PostgresQueueStore
 from delivery.queue.sqlite import SqliteQueueStore
+from delivery.queue.store import QueueStore
 
 BATCH = 100
 """Recipients per lease, a worker's typical batch."""
@@ -65,7 +75,7 @@ async def timed(call: Callable[[], Coroutine[Any, Any, Any]], times: int) -> flo
     return statistics.median(samples)
 
 
-async def fill(store: SqliteQueueStore, size: int, now: int, rng: random.Random) -> float:
+async def fill(store: QueueStore, size: int, now: int, rng: random.Random) -> float:
     """Queue ``size`` one-recipient messages; return messages per second."""
     started = time.perf_counter()
     for first in range(0, size, LOAD_CHUNK):
@@ -118,17 +128,78 @@ def rounds(size: int) -> int:
     return max(1, min(ROUNDS, size // 2 // BATCH))
 
 
-async def measure(size: int, folder: Path) -> dict[str, float]:
+class Database(Protocol):
+    """A fresh queue database for one size."""
+
+    async def open(self) -> QueueStore: ...
+
+    async def data_mib(self) -> float: ...
+
+
+class SqliteDatabase:
+    """A queue file in ``folder``; `data_mib` counts the file and its WAL."""
+
+    def __init__(self, folder: Path, size: int) -> None:
+        self.folder, self.size = folder, size
+
+    async def open(self) -> QueueStore:
+        return await SqliteQueueStore.open(self.folder / f"queue-{self.size}.db")
+
+    async def data_mib(self) -> float:
+        return await asyncio.to_thread(file_mib, self.folder, self.size)
+
+
+class PostgresDatabase:
+    """A schema of its own in the database at ``url``; `data_mib` counts tables and indexes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def open(self) -> QueueStore:
+        return await PostgresQueueStore.open(self.url)
+
+    async def data_mib(self) -> float:
+        conn = await asyncpg.connect(self.url)
+        try:
+            total = await conn.fetchval(
+                "SELECT SUM(pg_total_relation_size(c.oid)) FROM pg_class c"
+                " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
+            )
+        finally:
+            await conn.close()
+        return float(total or 0) / 2**20
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(base_url: str, size: int) -> AsyncIterator[PostgresDatabase]:
+    """A new schema in the database at ``base_url``, dropped afterwards."""
+    schema = f"bench_queue_{size}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(base_url)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            parts = urllib.parse.urlsplit(base_url)
+            query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "search_path"]
+            query.append(("search_path", schema))
+            url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+            yield PostgresDatabase(url)
+        finally:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        await admin.close()
+
+
+async def measure(size: int, database: Database) -> dict[str, float]:
     rng = random.Random(size)
     now = model.now_ms()
-    filling = await SqliteQueueStore.open(folder / f"queue-{size}.db")
+    filling = await database.open()
     try:
         load_rate = await fill(filling, size, now, rng)
     finally:
         await filling.close()
     # Measure the steady state of a running daemon, not the wake of a bulk load
-    # (closing checkpoints and removes the load's write-ahead log).
-    store = await SqliteQueueStore.open(folder / f"queue-{size}.db")
+    # (closing SQLite checkpoints and removes the load's write-ahead log).
+    store = await database.open()
     try:
         lease_ms, record_ms = [], []
         for _ in range(rounds(size)):
@@ -159,7 +230,7 @@ async def measure(size: int, folder: Path) -> dict[str, float]:
             "soonest ms": soonest_ms,
             "count ms": count_ms,
             "rss MiB": rss_mib(),
-            "file MiB": await asyncio.to_thread(file_mib, folder, size),
+            "data MiB": await database.data_mib(),
         }
     finally:
         await store.close()
@@ -170,20 +241,25 @@ def file_mib(folder: Path, size: int) -> float:
     return sum(path.stat().st_size for path in folder.glob(f"queue-{size}.db*")) / 2**20
 
 
-COLUMNS = ("lease ms", "record ms", "enqueue ms", "soonest ms", "count ms", "rss MiB", "file MiB")
+COLUMNS = ("lease ms", "record ms", "enqueue ms", "soonest ms", "count ms", "rss MiB", "data MiB")
 
 
-async def run(sizes: tuple[int, ...]) -> None:
-    print(f"batch = {BATCH} recipients; lease/record: median of up to {ROUNDS} rounds")
+async def run(sizes: tuple[int, ...], store_url: str | None) -> None:
+    where = "SQLite" if store_url is None else "PostgreSQL"
+    print(f"{where}; batch = {BATCH} recipients; lease/record: median of up to {ROUNDS} rounds")
     header = " ".join(f"{name:>10}" for name in (*COLUMNS, "load msg/s", "rounds"))
     print(f"{'queued':>10} {header}")
     with tempfile.TemporaryDirectory() as folder:
         for size in sizes:
-            figures = await measure(size, Path(folder))
+            if store_url is None:
+                figures = await measure(size, SqliteDatabase(Path(folder), size))
+                await asyncio.to_thread(remove_files, Path(folder), size)
+            else:
+                async with postgres_database(store_url, size) as database:
+                    figures = await measure(size, database)
             cells = " ".join(f"{figures[name]:>10.2f}" for name in COLUMNS)
             load = f"{figures['load msg/s']:>10,.0f}"
             print(f"{size:>10,} {cells} {load} {rounds(size):>10}", flush=True)
-            await asyncio.to_thread(remove_files, Path(folder), size)
 
 
 def remove_files(folder: Path, size: int) -> None:
@@ -195,8 +271,13 @@ def remove_files(folder: Path, size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 messages only")
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="a postgresql:// database to measure instead of SQLite (a schema per size)",
+    )
     args = parser.parse_args()
-    asyncio.run(run(QUICK_SIZES if args.quick else SIZES))
+    asyncio.run(run(QUICK_SIZES if args.quick else SIZES, args.store))
 
 
 if __name__ == "__main__":
