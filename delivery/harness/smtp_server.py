@@ -7,7 +7,8 @@ stage). It records everything as plain values a test can assert on:
 
     received     accepted messages (`smtp_dialogue.ReceivedMessage`), in order
     commands     every command line any client sent, in order
-    sessions     one `SessionRecord` per connection: peer, EHLO name, TLS, commands, outcome
+    sessions     one `SessionRecord` per connection: peer, EHLO name, TLS, commands, outcome,
+                 and when each transaction ran (to see how many a client had going at once)
     connections  the number of connections accepted
     tls_used     whether any session completed a TLS handshake
 
@@ -46,6 +47,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -120,6 +122,10 @@ class SessionRecord:
     tls: TlsInfo | None = None  # set when a handshake completed
     tls_error: str | None = None  # why a handshake failed (ours or the client's refusal)
     messages: int = 0  # messages accepted on this connection
+    transactions: list[tuple[float, float]] = field(default_factory=list)
+    """(MAIL received, message accepted) of each accepted message, in time.monotonic()
+    seconds: when the client had a delivery in progress on this connection."""
+    mail_at: float | None = None  # when the current transaction's MAIL came
     discarded_bytes: int = 0  # plaintext pipelined after STARTTLS, dropped unread
     closed: bool = False  # the session is over
 
@@ -371,6 +377,8 @@ class SmtpReceiver:
                 case Seen(line):
                     record.commands.append(line)
                     self.commands.append(line)
+                    if line[:5].upper() == "MAIL ":
+                        record.mail_at = time.monotonic()
                 case Send(lines, delay):
                     record.ehlo = dialogue.helo or record.ehlo
                     if delay:
@@ -380,6 +388,8 @@ class SmtpReceiver:
                 case Accept(message):
                     self.received.append(message)
                     record.messages += 1
+                    accepted = time.monotonic()
+                    record.transactions.append((record.mail_at or accepted, accepted))
                     await self._notify()
                 case StartTls():
                     if not await self._handshake(dialogue, record, writer):
