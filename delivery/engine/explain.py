@@ -40,7 +40,8 @@ The JSON (every key always present; ``null`` where a step was not reached):
                                      reason, problem, text}, or null when no TLS strategy
                                      asked for MTA-STS (mtaSts: disable, relay, no host)
     hosts                            in the order they would be tried: {host, preference,
-                                     lookups: [{type, ...<dns>}], step, addresses: [...]}
+                                     lookups: [{type, ...<dns>}], note, addresses: [...]}
+                                     (note: why the host has no address to try, else "")
       addresses[]                    {ip, port, fallback, connection, tlsStrategy, localIp,
                                      ehloName, mtaSts, dane, tls, lines, step}
         connection, tlsStrategy      a Selection plus ``variables`` (the host variables mx,

@@ -4,6 +4,7 @@ whose DNS lookup fails (an error shown as the deferral it causes)."""
 
 from __future__ import annotations
 
+from delivery.engine import explain
 from delivery.errors import LastError
 from tests.explain.conftest import MakeExplainDaemon
 from tests.explain.test_scenarios import addresses, assert_matches, scenario
@@ -109,3 +110,28 @@ async def test_a_route_expression_whose_dns_query_fails_is_explained_as_a_deferr
     delivered = await daemon.deliver("b@slowdns.test")
     assert delivered.settled.outcome.kind is LastError.DNS
     assert_matches(explained, delivered, lab)
+
+
+async def test_explain_stops_waiting_for_a_slow_policy_host_and_the_lookup_goes_on(
+    make_lab: MakeLab, explain_daemon: MakeExplainDaemon
+) -> None:
+    lab = await make_lab(scenario("mta-sts-bad-server"))  # slow.test answers after 3 s
+    daemon = await explain_daemon(lab)
+    runtime = daemon.daemon.runtime
+    worker, registry = runtime.require_worker(), runtime.require_registry()
+    sources = explain.Sources.of_worker(worker, registry.snapshot(), runtime.settings)
+
+    hurried = await explain.explain("b@slow.test", sources=sources, sts_wait_ms=500)
+    assert not hurried.complete
+    [note] = hurried.notes
+    assert "explain stopped waiting for the MTA-STS lookup of slow.test after 500 ms" in note
+    shown = hurried.to_json()
+    assert (shown["complete"], shown["mtaSts"]["problem"]) == (False, "timeout")
+    assert shown["decision"]["action"] == "connect"  # mtaSts optional: as without a policy
+
+    patient = await explain.explain("b@slow.test", sources=sources)  # joins the same fetch
+    assert patient.complete
+    assert patient.mta_sts is not None and patient.mta_sts.policy is not None
+    assert patient.to_json()["decision"]["tlsRequired"] is True  # mode enforce
+    assert lab.policy_server is not None
+    assert lab.policy_server.request_count("slow.test") == 1  # one fetch went on for both
