@@ -72,6 +72,11 @@ STATEMENT_TIMEOUT_S: Final = 30.0
 with StoreError: a stuck database shows as an error rather than a hang (SQLite's
 ``BUSY_TIMEOUT_MS`` plays this part there)."""
 
+_DATABASE_ERRORS: Final = (*pg.DATABASE_ERRORS, asyncpg.InternalClientError)
+"""`pg.DATABASE_ERRORS`, and what asyncpg raises for the first statement sent on a
+connection the server has just closed (before it noticed): the pool replaces that
+connection, and the next call works."""
+
 _SERVER_SETTINGS: Final = {"synchronous_commit": "on"}
 """Forced on every connection (they override the URL's parameters): durable commits."""
 
@@ -218,7 +223,7 @@ class PostgresQueueStore:
                 conn.transaction(isolation=isolation, readonly=not write),
             ):
                 yield conn
-        except pg.DATABASE_ERRORS as exc:
+        except _DATABASE_ERRORS as exc:
             raise StoreError(operation, f"{self.where}: {exc}") from exc
 
     # --- enqueue --------------------------------------------------------------------------

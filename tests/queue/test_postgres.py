@@ -139,6 +139,32 @@ async def test_a_message_survives_a_killed_process() -> None:
             assert await store.get_message(message_id) is not None
 
 
+async def test_a_lost_connection_fails_one_call_and_the_store_reconnects() -> None:
+    # As when the server restarts or a proxy drops idle connections: the store's one
+    # connection is terminated by the server.
+    async with (
+        postgres_schema() as url,
+        await PostgresQueueStore.open(url, max_connections=1) as store,
+    ):
+        message_id = await store.enqueue(make_message(), [make_recipient()])
+        pid = await store._pool.fetchval("SELECT pg_backend_pid()")
+        admin = await asyncpg.connect(url)
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+
+        outcomes: list[object] = []
+        for _ in range(2):
+            try:
+                outcomes.append(await store.get_message(message_id))
+            except StoreError as exc:
+                outcomes.append(exc)
+        assert isinstance(outcomes[-1], model.QueuedMessage)
+        assert all(isinstance(o, StoreError | model.QueuedMessage) for o in outcomes)
+        assert await store.lease_due(now=T0, owner="n", lease_ms=1_000, limit=10)
+
+
 async def test_commits_are_synchronous_whatever_the_url_says() -> None:
     async with (
         postgres_schema() as url,

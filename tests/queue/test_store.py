@@ -592,6 +592,50 @@ async def test_cancel_checks_its_notice(store: QueueStore) -> None:
     assert got is not None and got.recipients[0].status is Status.SCHEDULED
 
 
+# --- cancellation of the caller ---------------------------------------------------------
+
+CUTS = [*(("ticks", n) for n in range(16)), *(("ms", n / 2) for n in range(1, 16))]
+"""Where a cancellation falls: after n loop turns, then after n/2 ms (PostgreSQL answers
+over a socket: its statements span wall time rather than loop turns)."""
+
+
+async def test_a_record_cancelled_at_any_moment_is_all_or_nothing(store: QueueStore) -> None:
+    """Wherever the cut falls (before BEGIN, mid-statement, in COMMIT), the outcome and its
+    DSN are both applied or both not, and the store stays usable."""
+    for n, (unit, amount) in enumerate(CUTS):
+        message_id = await store.enqueue(make_message(), [make_recipient()])
+        [lease] = await store.lease_due(now=T0, owner=f"w{n}", lease_ms=MINUTE, limit=1)
+        [rcpt] = lease.recipients
+        task = asyncio.ensure_future(store.record([failed(lease, rcpt)], notices=[notice(rcpt)]))
+        if unit == "ticks":
+            for _ in range(int(amount)):
+                await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(amount / 1000)
+        task.cancel()
+        try:
+            recorded = await task
+        except asyncio.CancelledError:
+            recorded = None
+        got = await store.get_message(message_id)
+        assert got is not None
+        [stored] = got.recipients
+        dsns = await store.list_messages(sender="", limit=1000)
+        if stored.status is Status.FAILED:
+            assert stored.lease_owner is None
+            assert len(dsns) == 1
+            await store.cancel(dsns[0].id, reason="next cut")
+            await store.purge_finished([message_id, dsns[0].id])
+        else:
+            assert recorded is None and stored.status is Status.SCHEDULED
+            assert stored.lease_owner == f"w{n}" and dsns == []
+            await store.cancel(message_id, reason="next cut")
+            await store.purge_finished([message_id])
+    assert await store.list_messages() == []
+    await store.enqueue(make_message(), [make_recipient()])
+    assert await lease_all(store, now=T0 + MINUTE)
+
+
 # --- listing, counting, purging ---------------------------------------------------------
 
 
