@@ -256,9 +256,12 @@ def held_by_token(dialect: Dialect, /) -> str:
 
     With row locks they stay locked until `RECORD` has run: a concurrent lease cannot
     take one over in between, so "held" stays true for the rest of the transaction.
+    Locked in id order, as `scheduled_of_message` locks, so that the two wait for each
+    other rather than deadlock.
     """
     return f"""SELECT id FROM queue_recipients
-    WHERE lease_token = :token AND status = '{_SCHEDULED}'{_lock(dialect, "FOR UPDATE")}"""
+    WHERE lease_token = :token AND status = '{_SCHEDULED}'
+    ORDER BY id{_lock(dialect, "FOR UPDATE")}"""
 
 
 HELD_BY_TOKEN: Final = held_by_token(SQLITE)
