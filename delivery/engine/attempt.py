@@ -47,10 +47,20 @@ Security:
 Standards: RFC 5321 (§5.1 MX, §4.2 replies), RFC 3207 (STARTTLS), RFC 2033 (LMTP), RFC 4954
 (AUTH), RFC 4616 (PLAIN), RFC 8314 (implicit TLS), RFC 3461 (DSN parameters), RFC 7672 (DANE),
 RFC 8461 (MTA-STS), RFC 8460 (TLS-RPT), RFC 8689 (REQUIRETLS).
-Limits: no connection reuse between attempts (each attempt opens its own sessions). A Relay
-route's relay is no MX host of the recipient domain: its MTA-STS policy is not consulted, DANE
-sees the relay as an insecure name (there is no way to mark a relay trusted yet), and TLS
-reports are not made about it.
+Connections:
+    With the worker's `smtp.pool.ConnectionPool`, a session whose transaction ended with a
+    reply is given back and carries later messages with an equal key (`Attempt._pool_key`:
+    host, address, port, source address, EHLO name, protocol, timeouts, AUTH identity, the
+    recipient domain whose policies decided the TLS plan, and the whole plan: TLS strategy,
+    `HostTlsPlan`, SNI, TLSA records), so no message ever travels under another domain's or
+    another message's TLS decision. A reused session is checked by RSET before its first
+    transaction; one found stale then is closed and the recipients go over a new connection,
+    once, within the attempt, with nothing held against them. A reused session adds no
+    TLS-RPT result (no TLS session was attempted: RFC 8460 counts sessions).
+
+Limits: a Relay route's relay is no MX host of the recipient domain: its MTA-STS policy is
+not consulted, DANE sees the relay as an insecure name (there is no way to mark a relay
+trusted yet), and TLS reports are not made about it.
 """
 
 from __future__ import annotations
@@ -80,6 +90,7 @@ from delivery.queue import model
 from delivery.registry import snapshot as registry
 from delivery.smtp import errors as smtp_errors
 from delivery.smtp import esmtp
+from delivery.smtp import pool as smtp_pool
 from delivery.smtp import session as smtp_session
 from delivery.smtp import tls as smtp_tls
 from delivery.smtp.reply import Reply
@@ -319,6 +330,8 @@ class Attempt:
     :param results: recipient id -> RecipientResult, written as each becomes final.
     :param tls_results: where each TLS session attempt's TLS-RPT result is appended.
     :param metrics: where each session ready for mail is counted; None: not counted.
+    :param pool: the worker's idle connections, taken and given back by key; None: every
+        session is opened for this attempt and closed after it.
     :param rng: randomness for MX and address order and source address choice.
     :param clock: epoch milliseconds, for the time of TLS-RPT results.
     """
@@ -336,10 +349,12 @@ class Attempt:
         results: dict[int, RecipientResult],
         tls_results: list[tlsrpt.SessionResult] | None = None,
         metrics: engine_metrics.DeliveryMetrics | None = None,
+        pool: smtp_pool.ConnectionPool[TlsReport] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], int] = model.now_ms,
     ) -> None:
         self.job = job
+        self._pool = pool
         self._settings = settings
         self._snapshot = snapshot
         self._resolver = resolver
@@ -769,37 +784,143 @@ class Attempt:
         final: bool,
         relay: registry.RelayRoute | None,
     ) -> None:
-        """Deliver ``targets`` through one session with the host of ``plan``."""
-        where = f"{plan.mx}[{plan.remote_ip}]"
+        """Deliver ``targets`` through one session with the host of ``plan``.
+
+        A pooled connection opened under the same key (`_pool_key`) is used when there is
+        one; if it turns out stale before its transaction began (`StaleConnection`), the
+        targets go over a new connection, once, and nothing is held against them.
+        """
         if plan.tls_plan.refusal is not None:
             self._fail(targets, planner.refusal_failure(plan), final=final, host=plan)
             return
         lmtp = relay is not None and relay.protocol == "lmtp"
         implicit_tls = relay is not None and relay.implicit_tls
+        key = self._pool_key(plan, port, lmtp=lmtp, implicit_tls=implicit_tls, relay=relay)
+        entry = self._pool.take(key) if self._pool is not None else None
+        if entry is not None:
+            try:
+                await self._use(entry, plan, targets, final=final, lmtp=lmtp, reused=True)
+                return
+            except smtp_session.StaleConnection as exc:
+                log.info("%s; delivering over a new connection", exc)
+        entry = await self._connect(plan, key, targets, port=port, final=final, relay=relay)
+        if entry is not None:
+            await self._use(entry, plan, targets, final=final, lmtp=lmtp, reused=False)
+
+    def _pool_key(
+        self,
+        plan: planner.HostPlan,
+        port: int,
+        *,
+        lmtp: bool,
+        implicit_tls: bool,
+        relay: registry.RelayRoute | None,
+    ) -> smtp_pool.PoolKey:
+        """The key of a connection for ``plan``: everything the session's security and
+        identity depend on (DESIGN §5.3; `smtp.pool.pool_key`)."""
+        dane_decision = plan.dane
+        tls_requirement = (
+            plan.tls.name.lower(),
+            plan.tls_plan,
+            plan.server_hostname,
+            dane_decision.records if dane_decision is not None else (),
+            dane_decision.names if dane_decision is not None else (),
+        )
+        auth = ""
+        if relay is not None and relay.auth_username is not None:
+            auth = f"{relay.name}/{relay.auth_username}"
+        return smtp_pool.pool_key(
+            plan.mx,
+            plan.remote_ip,
+            port,
+            source_ip=plan.local_ip,
+            ehlo_name=plan.ehlo_name,
+            policy_domain=self.job.domain,
+            tls=tls_requirement,
+            timeouts=_timeouts(plan.connection.value),
+            lmtp=lmtp,
+            implicit_tls=implicit_tls,
+            auth=auth,
+        )
+
+    async def _connect(
+        self,
+        plan: planner.HostPlan,
+        key: smtp_pool.PoolKey,
+        targets: list[Target],
+        *,
+        port: int,
+        final: bool,
+        relay: registry.RelayRoute | None,
+    ) -> smtp_pool.PoolEntry[TlsReport] | None:
+        """A new session ready for mail (secured, authenticated); None when it failed (the
+        targets' failure is recorded)."""
+        lmtp, implicit_tls = key.lmtp, key.implicit_tls
+        where = f"{plan.mx}[{plan.remote_ip}]"
         try:
             session, tls = await self._open(plan, port=port, lmtp=lmtp, implicit_tls=implicit_tls)
         except _HostFailed as failed:
             self._fail(targets, failed.failure, final=final, tls=failed.tls, host=plan)
-            return
+            return None
         except smtp_errors.SmtpError as exc:
             self._fail(targets, failure_of(exc), final=final, host=plan)
-            return
+            return None
         if self._metrics is not None:
             self._metrics.tls_session(tls)
-        async with session:
-            try:
-                if plan.tls_plan.tls is tls_policy.TlsMode.REQUIRED and not session.is_tls:
-                    # Unreachable when _open is right; the promise is kept here regardless.
-                    raise _HostFailed(_tls_missing(plan, f"{where} is not TLS-protected"), tls)
-                if relay is not None and relay.auth_username is not None:
-                    await self._authenticate(session, relay, tls)
-                await self._transfer(session, plan, targets, tls, final=final, lmtp=lmtp)
-            except _HostFailed as failed:
-                self._fail(targets, failed.failure, final=final, tls=failed.tls, host=plan)
-            except smtp_errors.ExtensionNotOffered as exc:
-                self._fail(targets, _extension_failure(exc), final=final, tls=tls, host=plan)
-            except smtp_errors.SmtpError as exc:
-                self._fail(targets, failure_of(exc), final=final, tls=tls, host=plan)
+        try:
+            if plan.tls_plan.tls is tls_policy.TlsMode.REQUIRED and not session.is_tls:
+                # Unreachable when _open is right; the promise is kept here regardless.
+                raise _HostFailed(_tls_missing(plan, f"{where} is not TLS-protected"), tls)
+            if relay is not None and relay.auth_username is not None:
+                await self._authenticate(session, relay, tls)
+        except _HostFailed as failed:
+            self._fail(targets, failed.failure, final=final, tls=failed.tls, host=plan)
+            await session.quit()
+            return None
+        except smtp_errors.SmtpError as exc:
+            self._fail(targets, failure_of(exc), final=final, tls=tls, host=plan)
+            await session.quit()
+            return None
+        except BaseException:
+            session.close()
+            raise
+        if self._pool is None:
+            return smtp_pool.PoolEntry(key, session, tls, opened_at=0.0)
+        return self._pool.entry(key, session, tls)
+
+    async def _use(
+        self,
+        entry: smtp_pool.PoolEntry[TlsReport],
+        plan: planner.HostPlan,
+        targets: list[Target],
+        *,
+        final: bool,
+        lmtp: bool,
+        reused: bool,
+    ) -> None:
+        """The transactions for ``targets`` on ``entry``'s session, then give it back to the
+        pool (or QUIT) when it is fit for another message.
+
+        :raises StaleConnection: only when ``reused``; nothing was recorded for the targets.
+        """
+        session, tls = entry.session, entry.info
+        try:
+            await self._transfer(
+                session, plan, targets, tls, final=final, lmtp=lmtp, reset_first=reused
+            )
+        except smtp_session.StaleConnection:
+            raise  # closed already; the caller tries a new connection
+        except smtp_errors.ExtensionNotOffered as exc:
+            self._fail(targets, _extension_failure(exc), final=final, tls=tls, host=plan)
+        except smtp_errors.SmtpError as exc:
+            self._fail(targets, failure_of(exc), final=final, tls=tls, host=plan)
+        except BaseException:
+            session.close()
+            raise
+        if self._pool is not None:
+            self._pool.put(entry)  # kept only if it is still open and within its limits
+        else:
+            await session.quit()
 
     async def _open(
         self, plan: planner.HostPlan, *, port: int, lmtp: bool, implicit_tls: bool
@@ -1012,8 +1133,13 @@ class Attempt:
         *,
         final: bool,
         lmtp: bool,
+        reset_first: bool = False,
     ) -> None:
-        """The mail transactions for ``targets``, at most MAX_RECIPIENTS_PER_TRANSACTION each."""
+        """The mail transactions for ``targets``, at most MAX_RECIPIENTS_PER_TRANSACTION each.
+
+        :param reset_first: the session comes from the pool: the first transaction checks it
+            (`SmtpSession.send`), and raises `StaleConnection` before anything is recorded.
+        """
         message = self.job.message
         chunk = smtp_session.MAX_RECIPIENTS_PER_TRANSACTION
         handoff = (
@@ -1037,12 +1163,13 @@ class Attempt:
                 dsn_envid=None if message.env_id is None else dsn.decode_xtext(message.env_id),
             )
             try:
-                result = await session.send(envelope, self.job.body)
+                result = await session.send(envelope, self.job.body, reset_first=reset_first)
             except smtp_errors.SmtpError as exc:
-                if isinstance(exc, smtp_errors.ExtensionNotOffered):
+                if isinstance(exc, smtp_errors.ExtensionNotOffered | smtp_session.StaleConnection):
                     raise
                 self._fail(batch, failure_of(exc), final=final, tls=tls, host=plan)
                 return
+            reset_first = False
             self._settle(result, batch, plan, tls, handoff, final=final, lmtp=lmtp)
             if session.closed:
                 rest = [t for t in targets[start + chunk :] if t.recipient.id in self._pending]

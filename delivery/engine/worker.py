@@ -95,6 +95,7 @@ from delivery.policy import mtasts_fetch, tlsrpt, tlsrpt_store
 from delivery.queue import model
 from delivery.queue import store as queue_store
 from delivery.registry import snapshot as registry
+from delivery.smtp import pool as smtp_pool
 
 __all__ = [
     "DEFAULT_ATTEMPT_TIMEOUT_MS",
@@ -431,6 +432,9 @@ class Worker:
         self._store = store
         self._recorder = recorder.Recorder(store)
         """Outcomes of jobs that finish together go to the store in one write."""
+        self.pool: smtp_pool.ConnectionPool[attempt.TlsReport] = smtp_pool.ConnectionPool()
+        """SMTP connections kept between attempts (closed on stop); replace it before
+        `start` to change its limits."""
         self._resolver = resolver
         self.owner = owner
         self._poll_s = poll_interval_ms / 1000
@@ -522,6 +526,7 @@ class Worker:
                 )
                 await asyncio.wait(pending)
         await self._recorder.close()
+        await self.pool.close()
         with contextlib.suppress(queue_store.QueueError):
             await self._store.release(self.owner, now=self._clock())
         await self.dnssec.stop()
@@ -746,6 +751,7 @@ class Worker:
                     results=results,
                     tls_results=sessions,
                     metrics=self.metrics,
+                    pool=self.pool,
                     rng=self._rng,
                     clock=self._clock,
                 ).run()

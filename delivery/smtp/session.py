@@ -24,6 +24,10 @@ Outcomes:
     AuthRefused                the server refused our credentials; the session
                                stays usable
     ExtensionNotOffered        raised before MAIL FROM; nothing was sent
+    StaleConnection            (`send` with ``reset_first``, on a reused connection) the
+                               connection turned out dead or closing before the
+                               transaction began; nothing was accepted, it is closed,
+                               and the caller may try again on a new connection
 
 Security:
     The server, and before TLS anyone on the path, is untrusted. Replies are
@@ -103,6 +107,7 @@ __all__ = [
     "MAX_RECIPIENTS_PER_TRANSACTION",
     "QUIT_TIMEOUT_MS",
     "SmtpSession",
+    "StaleConnection",
     "Timeouts",
     "TransactionResult",
 ]
@@ -131,6 +136,16 @@ _REDACTED = "[redacted]"
 QUIT_TIMEOUT_MS = 10_000
 """How long `quit` waits for the 221. The outcome is known by then; a server slow
 to say goodbye must not hold a connection slot for a full phase timeout."""
+
+
+class StaleConnection(ConnectionLost):
+    """A reused connection was found dead or closing before its transaction began.
+
+    Raised by `SmtpSession.send` with ``reset_first`` only, when the connection was closed
+    while idle, RSET was not answered 250, or the connection was lost (or answered 421,
+    RFC 5321 §3.8) before the reply to MAIL FROM: no reply of the transaction was read, so
+    nothing was accepted and nothing is the message's fault. The session is closed.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +461,11 @@ class SmtpSession:
         """True if the last EHLO/LHLO announced `extension` (case-insensitive)."""
         return extension.upper() in self._extensions
 
+    @property
+    def pending_replies(self) -> bool:
+        """True when the server sent something nobody asked for (e.g. a 421 while idle)."""
+        return bool(self._wire.replies) or self._wire.failure is not None
+
     # -- steps --------------------------------------------------------------
 
     async def ehlo(self, name: str, /) -> Reply:
@@ -638,7 +658,9 @@ class SmtpSession:
             )
         return reply
 
-    async def send(self, envelope: esmtp.Envelope, body: bytes, /) -> TransactionResult:
+    async def send(
+        self, envelope: esmtp.Envelope, body: bytes, /, *, reset_first: bool = False
+    ) -> TransactionResult:
         """Run one mail transaction: MAIL FROM, RCPT TO each recipient, DATA, content.
 
         With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in one
@@ -650,11 +672,16 @@ class SmtpSession:
 
         :param body: the message as stored; line endings and dots are fixed by
             `data.sized_data`.
+        :param reset_first: the connection was idle since its last transaction (a
+            pooled connection): check it with RSET first (in the same write as MAIL
+            FROM with PIPELINING, RFC 2920 §3.1 allows it), and raise `StaleConnection`
+            rather than a failure of this message when it is dead or closing.
         :returns: every reply; `TransactionResult.per_recipient` for outcomes.
         :raises RuntimeError: `ehlo` has not succeeded since connect or STARTTLS.
         :raises InvalidArgument: more than MAX_RECIPIENTS_PER_TRANSACTION recipients.
         :raises ExtensionNotOffered: SMTPUTF8 or REQUIRETLS needed and not offered
             (REQUIRETLS also needs TLS); nothing was sent.
+        :raises StaleConnection: with ``reset_first`` only (see there); closed.
         :raises PhaseTimeout, ConnectionLost, ProtocolViolation, UnexpectedReply:
             the phase is the one that broke; the session is closed.
         """
@@ -667,6 +694,15 @@ class SmtpSession:
                 f"{MAX_RECIPIENTS_PER_TRANSACTION} per transaction",
             )
         self._check_extensions(envelope)
+        if reset_first and (self.closed or self.pending_replies):
+            what = "sent a reply nobody asked for" if self.pending_replies else "closed"
+            self.close()
+            raise StaleConnection(
+                self.server_name,
+                self.remote_ip,
+                "rset",
+                f"the connection to {self._peer} was {what} while idle",
+            )
         size, content = smtp_data.sized_data(body)
         mail_line = esmtp.format_mail(envelope, self._extensions, size)
         rcpt_lines = [esmtp.format_rcpt(envelope, r, self._extensions) for r in envelope.recipients]
@@ -676,17 +712,21 @@ class SmtpSession:
         if self.supports("PIPELINING"):
             self._expect_quiet("mail", "MAIL FROM")
             group = mail_line + b"".join(rcpt_lines) + b"DATA\r\n"
-            await self._bounded(
-                self._wire.send(group), "mail", timeouts.mail_from, "accept MAIL FROM"
-            )
-            mail = await self._read("mail", timeouts.mail_from, "answer MAIL FROM")
+            if reset_first:
+                group = b"RSET\r\n" + group
+            mail = await self._fresh(self._send_group(group, reset_first=reset_first), reset_first)
             self._check_class(mail, "mail", "MAIL FROM")
             for address in addresses:
                 reply = await self._read("rcpt", timeouts.rcpt_to, "answer RCPT TO")
                 rcpts.append((address, self._check_class(reply, "rcpt", "RCPT TO")))
             data = await self._read("data", timeouts.data, "answer DATA")
         else:
-            mail = await self._command(mail_line, "mail", "answer MAIL FROM", timeouts.mail_from)
+            if reset_first:
+                await self._fresh(self.reset(), reset_first)
+            mail = await self._fresh(
+                self._command(mail_line, "mail", "answer MAIL FROM", timeouts.mail_from),
+                reset_first,
+            )
             if not self._check_class(mail, "mail", "MAIL FROM").is_success:
                 return TransactionResult(addresses, mail, (), None, ())
             for address, line in zip(addresses, rcpt_lines, strict=True):
@@ -763,6 +803,53 @@ class SmtpSession:
             self.close()
 
     # -- internals ----------------------------------------------------------
+
+    async def _send_group(self, group: bytes, *, reset_first: bool) -> Reply:
+        """Write a pipelined group (RSET first if asked, then MAIL, RCPTs, DATA); read the
+        RSET reply, if any, and return the MAIL FROM reply."""
+        timeouts = self._timeouts
+        await self._bounded(self._wire.send(group), "mail", timeouts.mail_from, "accept MAIL FROM")
+        if reset_first:
+            reset = await self._read("rset", timeouts.ehlo, "answer RSET")
+            if not reset.is_success:
+                self.close()  # the MAIL, RCPTs and DATA behind it must not be read as answered
+                raise UnexpectedReply(
+                    self.server_name,
+                    self.remote_ip,
+                    "rset",
+                    f"{self._peer} refused RSET: {reset}",
+                    reset,
+                )
+        return await self._read("mail", timeouts.mail_from, "answer MAIL FROM")
+
+    async def _fresh(self, step: Coroutine[Any, Any, T], reset_first: bool) -> T:
+        """Run the steps before the reply to MAIL FROM; on a reused connection (``reset_first``)
+        turn what shows the connection was stale into `StaleConnection` (see there).
+
+        Stale: any failure of RSET, a lost connection before the MAIL FROM reply, or a 421 to
+        MAIL FROM (the server is closing the connection: RFC 5321 §3.8).
+        """
+        if not reset_first:
+            return await step
+        try:
+            result = await step
+        except SmtpError as exc:
+            if exc.phase == "rset" or (exc.phase == "mail" and isinstance(exc, ConnectionLost)):
+                self.close()
+                raise StaleConnection(
+                    self.server_name, self.remote_ip, exc.phase, exc.message, exc.reply
+                ) from exc
+            raise
+        if isinstance(result, Reply) and result.code == 421:
+            self.close()
+            raise StaleConnection(
+                self.server_name,
+                self.remote_ip,
+                "mail",
+                f"{self._peer} is closing the connection: {result}",
+                result,
+            )
+        return result
 
     def _close(self, *, abort: bool) -> None:
         transport = self._wire.transport
