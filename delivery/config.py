@@ -299,10 +299,7 @@ class WorkerSettings(_Section):
     them until then; the other nodes (or this one, restarted) then take them over. An attempt
     is cut off (and deferred) shortly before its lease ends (engine/worker.py)."""
 
-    @field_validator("lease_ms", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return durations.parse_duration(value) if isinstance(value, str) else value
+    _check_lease = field_validator("lease_ms", mode="before")(_duration_ms)
 
 
 class Settings(_Section):
