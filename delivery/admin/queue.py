@@ -62,7 +62,14 @@ def _badge(state: str) -> Markup:
 
 
 def _when(value: Any) -> str:
-    return str(value).replace("T", " ").removesuffix("Z") + " UTC" if value else "—"
+    """An RFC 3339 UTC time of the API, to the second, for reading.
+
+    >>> _when("2026-11-21T05:27:27.518Z"), _when(None)
+    ('2026-11-21 05:27:27 UTC', '—')
+    """
+    if not value:
+        return "—"
+    return str(value).replace("T", " ").removesuffix("Z").partition(".")[0] + " UTC"
 
 
 def _actions(

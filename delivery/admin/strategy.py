@@ -85,12 +85,16 @@ def render_problem(problem: Problem, /) -> Markup:
 def _variables(context: expr.Context) -> Markup:
     names = sorted(expr.variables_of(context))
     return element(
-        "p",
-        {"class": "hint"},
-        f"Variables ({context.value} context): ",
-        join(
-            [element("code", None, name), ", " if i < len(names) - 1 else ""]
-            for i, name in enumerate(names)
+        "details",
+        {"class": "variables"},
+        element("summary", None, f"Variables of the {context.value} context"),
+        element(
+            "p",
+            {"class": "hint"},
+            join(
+                [element("code", None, name), ", " if i < len(names) - 1 else ""]
+                for i, name in enumerate(names)
+            ),
         ),
     )
 
@@ -255,7 +259,6 @@ def _panel(
         if editable
         else None,
         problems,
-        try_box,
         element(
             "div",
             {"class": "actions"},
@@ -263,6 +266,7 @@ def _panel(
         )
         if editable
         else None,
+        try_box,
         css="expression-form",
     )
     default = spec.default

@@ -237,7 +237,8 @@
   document.querySelectorAll("section.expression").forEach(function (section) {
     const form = section.querySelector("form.expression-form");
     const prop = section.dataset.prop;
-    const base = form.action.replace(/\/[^/]+$/, "");
+    // getAttribute: form.action would be the button named "action" (DOM named access).
+    const base = form.getAttribute("action").replace(/\/[^/]+$/, "");
     let timer = null;
     let latest = 0;
 
