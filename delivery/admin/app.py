@@ -71,11 +71,19 @@ _STATIC_TYPES: Final = {"admin.js": "text/javascript", "admin.css": "text/css"}
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
-    """name -> (content, ETag) of the files in delivery/admin/static, read once."""
+    """name -> (content, ETag) of the files in delivery/admin/static, read once.
+
+    A file that is missing (an install without the package data) is logged and answered 404:
+    the pages still work, without style and without the script (they are progressive).
+    """
     folder = importlib.resources.files("delivery.admin") / "static"
     out: dict[str, tuple[bytes, str]] = {}
     for name in _STATIC_TYPES:
-        content = (folder / name).read_bytes()
+        try:
+            content = (folder / name).read_bytes()
+        except OSError as exc:
+            log.error("admin: %s is not installed (%s); the pages go without it", name, exc)
+            continue
         out[name] = (content, '"' + hashlib.sha256(content).hexdigest()[:16] + '"')
     return out
 
@@ -102,13 +110,22 @@ async def _given_csrf(request: web.Request) -> str | None:
     return None
 
 
+def _over_tls(request: web.Request) -> bool:
+    """Whether the browser reached us over TLS: directly, or through a TLS proxy that says so.
+
+    ``X-Forwarded-Proto`` is trusted for this one use: a client that lies gets a cookie its
+    browser will not send over plain HTTP, which harms only itself.
+    """
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
 def set_cookie(response: web.StreamResponse, name: str, value: str, /, *, secure: bool) -> None:
     """Set one of the admin's cookies (the session, or the sign-in form's).
 
     HttpOnly: no script reads it. SameSite=Strict: no other site's link or form sends it.
-    Path=/admin: never sent to /api. Secure when the page came over TLS (``request.secure``;
-    behind a TLS proxy, configure it to pass the scheme so aiohttp sees it). No Max-Age: the
-    browser drops it when it closes, and the server ends sessions sooner (sessions.py).
+    Path=/admin: never sent to /api. Secure when the page came over TLS (`_over_tls`). No
+    Max-Age: the browser drops it when it closes, and the server ends sessions sooner
+    (sessions.py).
     """
     response.set_cookie(
         name, value, httponly=True, samesite="Strict", path=sessions.COOKIE_PATH, secure=secure
@@ -210,23 +227,27 @@ def _signin_page(form_token: str, next_path: str, error: str | None) -> Markup:
 
 
 async def _login_form(request: web.Request) -> web.StreamResponse:
-    return _signin_response(request, None, status=200)
+    return _signin_response(request, None, status=200, next_path=request.query.get("next"))
 
 
-def _signin_response(request: web.Request, error: str | None, *, status: int) -> web.Response:
+def _signin_response(
+    request: web.Request, error: str | None, *, status: int, next_path: str | None
+) -> web.Response:
     admin = request.app[ADMIN_KEY]
     cookie = request.cookies.get(sessions.PRE_COOKIE) or admin.signin.new_cookie()
-    next_path = _safe_next(request.query.get("next"))
+    next_path = _safe_next(next_path)
     response = html_response(
         _signin_page(admin.signin.form_token(cookie), next_path, error), status=status
     )
-    set_cookie(response, sessions.PRE_COOKIE, cookie, secure=request.secure)
+    set_cookie(response, sessions.PRE_COOKIE, cookie, secure=_over_tls(request))
     return response
 
 
 async def _login(request: web.Request) -> web.StreamResponse:
     admin = request.app[ADMIN_KEY]
     form = await request.post()
+    next_value = form.get("next")
+    next_path = next_value if isinstance(next_value, str) else None
     pre_cookie = request.cookies.get(sessions.PRE_COOKIE)
     given = form.get(guard.CSRF_FIELD)
     refused = guard.check_post(
@@ -238,19 +259,20 @@ async def _login(request: web.Request) -> web.StreamResponse:
     )
     if refused is not None or not pre_cookie:
         reason = refused.reason if refused else "cookies are needed to sign in"
-        return _signin_response(request, f"Refused: {reason}", status=403)
+        return _signin_response(request, f"Refused: {reason}", status=403, next_path=next_path)
     token = form.get("token")
     principal = admin.tokens.authenticate(
         token.strip()[: auth.MAX_TOKEN_CHARS + 1] if isinstance(token, str) else None
     )
     if principal is None:
         log.warning("admin: sign-in with an unknown token from %s", request.remote)
-        return _signin_response(request, "That token is not valid.", status=401)
+        return _signin_response(
+            request, "That token is not valid.", status=401, next_path=next_path
+        )
     session_id, _ = admin.sessions.open(principal, now=admin.clock())
     log.info("admin: %s signed in from %s", principal.name, request.remote)
-    next_value = form.get("next")
-    response = web.HTTPSeeOther(_safe_next(next_value if isinstance(next_value, str) else None))
-    set_cookie(response, sessions.SESSION_COOKIE, session_id, secure=request.secure)
+    response = web.HTTPSeeOther(_safe_next(next_path))
+    set_cookie(response, sessions.SESSION_COOKIE, session_id, secure=_over_tls(request))
     response.del_cookie(sessions.PRE_COOKIE, path=sessions.COOKIE_PATH)
     raise response
 

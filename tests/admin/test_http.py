@@ -100,6 +100,24 @@ async def test_sign_in_sets_a_strict_http_only_admin_cookie(client: Client) -> N
     assert ADMIN_TOKEN not in cookie
 
 
+async def test_behind_a_tls_proxy_the_cookie_is_secure(client: Client) -> None:
+    form_token = await client.csrf("/admin/login")
+    _, _, response = await client.post(
+        "/admin/login",
+        {"csrf": form_token, "token": ADMIN_TOKEN},
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert "Secure" in _cookie_header(response, sessions.SESSION_COOKIE)
+
+
+async def test_a_failed_sign_in_keeps_where_it_was_going(client: Client) -> None:
+    form_token = await client.csrf("/admin/login?next=/admin/queue")
+    status, text, _ = await client.post(
+        "/admin/login", {"csrf": form_token, "token": "wrong", "next": "/admin/queue"}
+    )
+    assert status == 401 and 'name="next" value="/admin/queue"' in text
+
+
 async def test_a_wrong_token_is_refused_without_a_session(client: Client) -> None:
     form_token = await client.csrf("/admin/login")
     status, text, response = await client.post(
