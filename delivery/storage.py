@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from delivery import config, pg
 from delivery.errors import ConfigError
 from delivery.policy import tlsrpt_store
+from delivery.queue import postgres as queue_postgres
 from delivery.queue import sqlite as queue_sqlite
 from delivery.queue import store as queue_store
 from delivery.registry.service import Registry
@@ -75,7 +76,5 @@ async def open_stores(
 
 async def _open_queue(url: str) -> queue_store.QueueStore:
     if pg.is_postgres_url(url):
-        raise ConfigError(
-            "store.url", "the queue cannot use PostgreSQL in this build: use sqlite:///path"
-        )
+        return await queue_postgres.PostgresQueueStore.open(url)
     return await queue_sqlite.SqliteQueueStore.open(config.sqlite_path(url))

@@ -39,13 +39,11 @@ from typing import BinaryIO
 
 import click
 
-from delivery import config
+from delivery import config, storage
 from delivery.dns import resolver as dns_resolver
 from delivery.engine import attempt
 from delivery.errors import ConfigError, DeliveryError
 from delivery.queue import model
-from delivery.queue.sqlite import SqliteQueueStore
-from delivery.registry.service import Registry
 from delivery.smtp import esmtp, server
 from delivery.submit import defaults, planning
 from delivery.submit import message as submit_message
@@ -150,20 +148,17 @@ async def _enqueue(
 ) -> str:
     """Plan the recipients from the registry's ``schedule`` expression and queue the message.
 
-    The registry (first-start objects included) and the queue share the settings' database.
+    The registry (first-start objects included) and the queue share the settings' database
+    (`storage.open_stores`: a SQLite file or PostgreSQL).
     """
     resolver = dns_resolver.Resolver.from_settings(settings.dns)
-    async with (
-        resolver,
-        await Registry.open(settings.store.url) as registry,
-        await SqliteQueueStore.open(config.sqlite_path(settings.store.url)) as store,
-    ):
+    async with resolver, storage.open_stores(settings, reports=False) as stores:
         plan = planning.make_planner(
-            registry.snapshot,
+            stores.registry.snapshot,
             local_domains=settings.local.domains,
             lookup=attempt.make_lookup(resolver),
         )
-        return await store.enqueue(message, await plan(message, recipients))
+        return await stores.queue.enqueue(message, await plan(message, recipients))
 
 
 def _read(file: BinaryIO, limit: int) -> bytes:

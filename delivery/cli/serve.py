@@ -5,7 +5,7 @@ async context manager, and runs until SIGTERM or SIGINT (Ctrl-C); it then unwind
 reverse order (STYLE §15): the API stops taking requests before the registry closes.
 
     store        registry, queue and (``[tlsrpt] enabled``) the TLS-RPT aggregates, all in the
-                 one database file
+                 one database ``[store] url`` names (SQLite file or PostgreSQL)
     worker       the delivery worker, its MTA-STS resolver and DNSSEC probe; /healthz "worker"
                  and "dns" (degraded while the resolver does not validate DNSSEC: no DANE);
                  the delivery metrics (engine/metrics.py) in the /metrics registry
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from delivery import admin, config, expr
+from delivery import admin, config, expr, storage
 from delivery.api import bootstrap, health, metrics, server
 from delivery.api import explain as api_explain
 from delivery.api import queue as api_queue
@@ -50,7 +50,6 @@ from delivery.engine import worker as engine_worker
 from delivery.errors import ConfigError, DeliveryError
 from delivery.policy import tlsrpt_send, tlsrpt_store
 from delivery.queue import model
-from delivery.queue import sqlite as queue_sqlite
 from delivery.queue import store as queue_store
 from delivery.registry.service import Registry
 from delivery.submit import credentials as submit_credentials
@@ -117,44 +116,24 @@ Component = Callable[[Runtime], AbstractAsyncContextManager[None]]
 
 @contextlib.asynccontextmanager
 async def store(runtime: Runtime) -> AsyncIterator[None]:
-    """Open the registry (creating the first-start objects) and the queue; report in /healthz."""
-    url = runtime.settings.store.url
-    if not url.startswith(config.SQLITE_SCHEME):
-        raise ConfigError("store.url", "only sqlite:// stores are supported in this version")
-    registry = await Registry.open(url)
-    try:
-        queue = await queue_sqlite.SqliteQueueStore.open(config.sqlite_path(url))
-    except BaseException:
-        await registry.close()
-        raise
-    reports: tlsrpt_store.TlsRptStore | None = None
-    if runtime.settings.tlsrpt.enabled:
-        try:
-            reports = await tlsrpt_store.TlsRptStore.open(config.sqlite_path(url))
-        except BaseException:
-            await queue.close()
-            await registry.close()
-            raise
-    runtime.registry, runtime.queue, runtime.tlsrpt = registry, queue, reports
-    registry_health = server.store_health(registry)
+    """Open every store on ``[store] url`` (`storage.open_stores`: the registry with its
+    first-start objects, the queue and the TLS-RPT aggregates); report in /healthz."""
+    async with storage.open_stores(runtime.settings) as stores:
+        registry, queue = stores.registry, stores.queue
+        runtime.registry, runtime.queue, runtime.tlsrpt = registry, queue, stores.tlsrpt
+        registry_health = server.store_health(registry)
 
-    async def store_health() -> health.Health:
-        await queue.due_soonest()
-        return await registry_health()
+        async def store_health() -> health.Health:
+            await queue.due_soonest()
+            return await registry_health()
 
-    runtime.health_checks.add("store", store_health)
-    try:
-        yield
-    finally:
-        runtime.health_checks.remove("store")
-        runtime.registry = runtime.queue = None
-        runtime.tlsrpt = None
+        runtime.health_checks.add("store", store_health)
         try:
-            if reports is not None:
-                await reports.close()
-            await queue.close()
+            yield
         finally:
-            await registry.close()
+            runtime.health_checks.remove("store")
+            runtime.registry = runtime.queue = None
+            runtime.tlsrpt = None
 
 
 @contextlib.asynccontextmanager
@@ -223,14 +202,16 @@ async def send_reports(runtime: Runtime, /, *, now: int) -> tlsrpt_send.RunSumma
 
     Mail reports are queued like any mail (the ``schedule`` expression places them, with
     source ``report`` and a null sender: a report that bounces must not bounce back), and the
-    worker is woken. None when TLS reports are disabled.
+    worker is woken. None when TLS reports are disabled, or when another node sharing the
+    database runs them now (`TlsRptStore.claim_daily_run`: one node a run, so that a report
+    leaves once).
 
     :param now: epoch ms: which days are finished (the reports of a UTC day leave from 00:15
         the next day). The queued mail itself is stamped with the real time.
     :raises TlsRptStoreError: the aggregates cannot be read.
     """
     reports = runtime.tlsrpt
-    if reports is None:
+    if reports is None or not await reports.claim_daily_run(now=now):
         return None
     settings = runtime.settings
     registry, queue = runtime.require_registry(), runtime.require_queue()
