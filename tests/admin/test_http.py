@@ -297,3 +297,93 @@ async def test_an_invalid_object_is_refused_with_errors_beside_the_fields(
     assert "soon" in box and "not a duration" in box
     _, found, _ = await api.call("x:MtaTlsStrategy/query", {"filter": {"name": "broken"}})
     assert found["ids"] == []
+
+
+# --- the same generic form for every collection -------------------------------------------------
+
+
+async def _created(api: RunningApi, object_type: str, name: str) -> dict[str, Any]:
+    _, found, _ = await api.call(f"x:{object_type}/query", {"filter": {"name": name}})
+    _, got, _ = await api.call(f"x:{object_type}/get", {"ids": found["ids"]})
+    [created] = [o for o in got["list"] if o["name"] == name]
+    return dict(created)
+
+
+async def test_every_collection_is_created_through_its_form(
+    api: RunningApi, client: Client
+) -> None:
+    await client.sign_in(ADMIN_TOKEN)
+    csrf = await client.csrf("/admin/outbound/routes/new?type=Relay")
+    forms: list[tuple[str, str, dict[str, str]]] = [
+        (
+            "routes",
+            "smarthost",
+            {
+                "@type": "Relay",
+                "address": "relay.example",
+                "port": "587",
+                "protocol": "smtp",
+                "implicitTls": "on",
+                "authUsername": "mailer",
+                "authSecret.@type": "Value",
+                "authSecret.Value.secret": "s3cret",
+            },
+        ),
+        (
+            "connection-strategies",
+            "pinned",
+            {
+                "sourceIps.0.sourceIp": "192.0.2.7",
+                "sourceIps.0.ehloHostname": "out.example",
+                "sourceIps.1.sourceIp": "",
+                "dataTimeout": "20m",
+            },
+        ),
+        (
+            "schedules",
+            "patient",
+            {
+                "queue": "remote",
+                "retry": "1m, 10m, 1h",
+                "notify": "",
+                "expiry.@type": "Attempts",
+                "expiry.Attempts.maxAttempts": "12",
+            },
+        ),
+        ("virtual-queues", "bulk", {"threadsPerNode": "8"}),
+    ]
+    for slug, name, fields in forms:
+        status, text, _ = await client.post(
+            f"/admin/outbound/{slug}/new", {"csrf": csrf, "name": name, **fields}
+        )
+        assert status == 303, (slug, text)
+    relay = await _created(api, "MtaRoute", "smarthost")
+    assert (relay["@type"], relay["port"], relay["implicitTls"]) == ("Relay", 587, True)
+    assert relay["authSecret"]["@type"] == "Value" and relay["authSecret"]["secret"] != "s3cret"
+    pinned = await _created(api, "MtaConnectionStrategy", "pinned")
+    assert pinned["sourceIps"] == [{"sourceIp": "192.0.2.7", "ehloHostname": "out.example"}]
+    assert pinned["dataTimeout"] == 1_200_000
+    patient = await _created(api, "MtaDeliverySchedule", "patient")
+    assert patient["retry"] == [60_000, 600_000, 3_600_000] and patient["notify"] == []
+    assert patient["expiry"] == {"@type": "Attempts", "maxAttempts": 12}
+    assert (await _created(api, "MtaVirtualQueue", "bulk"))["threadsPerNode"] == 8
+
+    # Edit the relay without retyping its secret: the mask /get shows keeps it.
+    _, page, _ = await client.get(f"/admin/outbound/routes/{relay['id']}")
+    assert "s3cret" not in page and 'type="password"' in page
+    status, _, _ = await client.post(
+        f"/admin/outbound/routes/{relay['id']}",
+        {
+            "csrf": csrf,
+            "address": "relay2.example",
+            "port": "587",
+            "protocol": "smtp",
+            "authUsername": "mailer",
+            "authSecret.@type": "Value",
+            "authSecret.Value.secret": "********",
+        },
+    )
+    assert status == 303
+    edited = await _created(api, "MtaRoute", "smarthost")
+    assert edited["address"] == "relay2.example" and edited["implicitTls"] is False
+    assert edited["authSecret"] == relay["authSecret"]
