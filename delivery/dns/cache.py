@@ -14,6 +14,9 @@ Lifetimes (`cache_lifetime`):
 Outcomes:
     get() returns the cached result with `ttl` counted down to what is left, or
     None (expired or absent); hits/misses count those two cases for metrics.
+    get_converted() is get() with the records converted (rdata to MxRecord, ...),
+    converted once per entry: a hit costs a dictionary lookup and one small object,
+    no DNS name or rdata work.
 
 Security:
     The cache holds validated and unvalidated answers alike, each with its own
@@ -27,7 +30,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import dns.rdata
 import dns.rdatatype
@@ -66,6 +70,8 @@ distinct domains (or an attacker's random names) pass through."""
 CacheKey = tuple[str, int]
 
 Rdata = dns.rdata.Rdata
+R = TypeVar("R")
+S = TypeVar("S")
 
 
 def cache_key(name: str, rdtype: dns.rdatatype.RdataType, /) -> CacheKey:
@@ -88,10 +94,18 @@ def cache_lifetime(result: DnsResult[Rdata], /) -> int:
             return TEMPFAIL_CACHE_S
 
 
-@dataclass(frozen=True, slots=True)
 class _Entry:
-    result: DnsResult[Rdata]
-    expires: float  # monotonic seconds
+    """One cached result, with what every hit on it reuses."""
+
+    __slots__ = ("detail", "expires", "result", "views")
+
+    def __init__(self, result: DnsResult[Rdata], expires: float, /) -> None:
+        self.result = result
+        self.expires = expires  # monotonic seconds
+        self.detail = f"{result.detail} (cached)"
+        # The records converted by each converter `get_converted` was given (a handful of
+        # module-level functions: to_mx, to_address, ...), so that a hit converts nothing.
+        self.views: dict[Callable[[Rdata], Any], tuple[Any, ...]] = {}
 
 
 class DnsCache:
@@ -123,16 +137,49 @@ class DnsCache:
 
     def get(self, key: CacheKey, now: float, /) -> DnsResult[Rdata] | None:
         """The live result for `key` with its TTL counted down, or None."""
+        entry = self._live(key, now)
+        if entry is None:
+            return None
+        return _shown(entry, entry.result.records, now)
+
+    def get_converted(
+        self,
+        key: CacheKey,
+        now: float,
+        convert: Callable[[Rdata], S],
+        /,
+        *,
+        count_miss: bool = True,
+    ) -> DnsResult[S] | None:
+        """As `get`, each record converted by `convert` (e.g. `answer.to_mx`), or None.
+
+        The conversion runs once per entry and converter; later hits reuse its records.
+        ``convert`` should be a module-level function: each distinct one is kept per entry.
+
+        :param count_miss: False for a caller that asks again through a path that counts
+            the miss itself (the resolver's lookup), so that a lookup counts once.
+        """
+        entry = self._live(key, now, count_miss=count_miss)
+        if entry is None:
+            return None
+        records: tuple[S, ...] | None = entry.views.get(convert)
+        if records is None:
+            records = tuple(convert(record) for record in entry.result.records)
+            entry.views[convert] = records
+        return _shown(entry, records, now)
+
+    def _live(self, key: CacheKey, now: float, /, *, count_miss: bool = True) -> _Entry | None:
+        """The unexpired entry for `key` (now the most recently used), counting hit or miss."""
         entry = self._entries.get(key)
         if entry is None or entry.expires <= now:
             if entry is not None:
                 del self._entries[key]
-            self._misses += 1
+            if count_miss:
+                self._misses += 1
             return None
         self._hits += 1
         self._entries.move_to_end(key)
-        left = min(entry.result.ttl, math.ceil(entry.expires - now))
-        return replace(entry.result, ttl=left, detail=f"{entry.result.detail} (cached)")
+        return entry
 
     def put(self, key: CacheKey, result: DnsResult[Rdata], now: float, /) -> None:
         """Store `result` for its cache_lifetime, evicting the least recently used."""
@@ -143,3 +190,17 @@ class DnsCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+
+def _shown(entry: _Entry, records: tuple[R, ...], now: float, /) -> DnsResult[R]:
+    """The entry as a hit returns it: `records`, the TTL left, the detail marked cached."""
+    result = entry.result
+    return DnsResult(
+        result.status,
+        records,
+        result.secure,
+        min(result.ttl, math.ceil(entry.expires - now)),
+        result.canonical_name,
+        result.cname_chain,
+        entry.detail,
+    )

@@ -18,6 +18,8 @@ Standards: RFC 1035 §2.3.4 (name and label lengths), RFC 4343 (case), RFC 5891 
 from __future__ import annotations
 
 import ipaddress
+import re
+from typing import Final
 
 import dns.exception
 import dns.name
@@ -26,6 +28,7 @@ from delivery.errors import ConfigError, DeliveryError
 
 __all__ = [
     "DEFAULT_DNS_PORT",
+    "MAX_NAME_WIRE_OCTETS",
     "InvalidName",
     "format_nameserver",
     "normalize_name",
@@ -34,6 +37,14 @@ __all__ = [
 
 DEFAULT_DNS_PORT = 53
 """The port of a nameserver written without one (RFC 1035 §4.2)."""
+
+MAX_NAME_WIRE_OCTETS: Final = 255
+"""A name's length on the wire, length octets and the root label included (RFC 1035 §2.3.4)."""
+
+_PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?")
+"""Names dnspython would give back unchanged but for case: ASCII letters, digits, hyphen and
+underscore, labels of 1-63 octets, no escapes. The fast path of `normalize_name` (every DNS
+lookup and every cache hit passes there); anything else goes through dnspython."""
 
 
 class InvalidName(DeliveryError, ValueError):
@@ -63,6 +74,12 @@ def normalize_name(text: str) -> str:
     """
     if not text:
         raise InvalidName(text, "empty")
+    if _PLAIN_NAME.fullmatch(text):
+        absolute = text[-1] == "."
+        # Wire length: one length octet per label, plus the root's: len + 2, or len + 1
+        # when the text already ends with the root's dot.
+        if len(text) + (1 if absolute else 2) <= MAX_NAME_WIRE_OCTETS:
+            return text.lower() if absolute else f"{text.lower()}."
     try:
         return dns.name.from_text(text).to_text().lower()
     except dns.exception.DNSException as exc:

@@ -23,6 +23,9 @@ Sharing:
     Identical lookups (same name and type) in flight at once share one query;
     answers are cached per DnsCache. The shared query runs in a task owned by
     the resolver, so a caller that gives up does not cancel it for the others.
+    A cache hit creates no task and parses no name: `names.normalize_name` takes
+    plain names without dnspython, and the cache keeps each entry's records
+    converted (`DnsCache.get_converted`); `addresses` asks only what is missing.
 
 Security:
     Every query sets AD (RFC 6840 §5.7) and, with trust_ad, EDNS0 DO; the AD bit
@@ -42,7 +45,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import dns.asyncquery
 import dns.exception
@@ -63,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TIMEOUT_MS",
     "EDNS_PAYLOAD_BYTES",
+    "AddressFamily",
     "Resolver",
 ]
 
@@ -76,6 +80,15 @@ EDNS_PAYLOAD_BYTES = 1232
 larger answers come over TCP."""
 
 Rdata = dns.rdata.Rdata
+S = TypeVar("S")
+
+AddressFamily = Literal["A", "AAAA"]
+"""An address record type, as `Resolver.addresses` takes them."""
+
+_ADDRESS_TYPES: Final[dict[str, dns.rdatatype.RdataType]] = {
+    "A": dns.rdatatype.A,
+    "AAAA": dns.rdatatype.AAAA,
+}
 
 
 class Resolver:
@@ -129,28 +142,57 @@ class Resolver:
 
     async def mx(self, domain: str, *, deadline: float | None = None) -> DnsResult[MxRecord]:
         """MX records of `domain`; see result.is_null_mx for RFC 7505."""
-        found = await self._lookup(domain, dns.rdatatype.MX, deadline)
-        return map_records(found, answer.to_mx)
+        return await self._lookup(domain, dns.rdatatype.MX, answer.to_mx, deadline)
 
     async def a(self, name: str, *, deadline: float | None = None) -> DnsResult[str]:
         """IPv4 addresses of `name`."""
-        found = await self._lookup(name, dns.rdatatype.A, deadline)
-        return map_records(found, answer.to_address)
+        return await self._lookup(name, dns.rdatatype.A, answer.to_address, deadline)
 
     async def aaaa(self, name: str, *, deadline: float | None = None) -> DnsResult[str]:
         """IPv6 addresses of `name`."""
-        found = await self._lookup(name, dns.rdatatype.AAAA, deadline)
-        return map_records(found, answer.to_address)
+        return await self._lookup(name, dns.rdatatype.AAAA, answer.to_address, deadline)
+
+    async def addresses(
+        self, name: str, families: Sequence[AddressFamily], *, deadline: float | None = None
+    ) -> list[DnsResult[str]]:
+        """The A and/or AAAA lookups of `name`, one result per entry of `families`, in order.
+
+        What the cache holds is answered at once, without a task; only the lookups it
+        cannot answer are asked, concurrently when there are several.
+        """
+        results: list[DnsResult[str] | None] = [
+            self._cached(name, _ADDRESS_TYPES[family], answer.to_address) for family in families
+        ]
+        missing = [index for index, found in enumerate(results) if found is None]
+        if len(missing) == 1:
+            [index] = missing
+            rdtype = _ADDRESS_TYPES[families[index]]
+            results[index] = await self._lookup(name, rdtype, answer.to_address, deadline)
+        elif missing:
+            asked = await asyncio.gather(
+                *(
+                    self._lookup(name, _ADDRESS_TYPES[families[i]], answer.to_address, deadline)
+                    for i in missing
+                )
+            )
+            for index, found in zip(missing, asked, strict=True):
+                results[index] = found
+        return [found for found in results if found is not None]
 
     async def txt(self, name: str, *, deadline: float | None = None) -> DnsResult[str]:
         """TXT records of `name`, each record's strings joined."""
-        found = await self._lookup(name, dns.rdatatype.TXT, deadline)
-        return map_records(found, answer.to_txt)
+        return await self._lookup(name, dns.rdatatype.TXT, answer.to_txt, deadline)
+
+    def cached_txt(self, name: str, /) -> DnsResult[str] | None:
+        """The TXT records of `name` if the cache holds them (a hit), else None.
+
+        A None is not counted as a cache miss: the caller then calls `txt`, which counts it.
+        """
+        return self._cached(name, dns.rdatatype.TXT, answer.to_txt)
 
     async def tlsa(self, name: str, *, deadline: float | None = None) -> DnsResult[TlsaRecord]:
         """TLSA records at `name`, e.g. "_25._tcp.mx1.example.com"."""
-        found = await self._lookup(name, dns.rdatatype.TLSA, deadline)
-        return map_records(found, answer.to_tlsa)
+        return await self._lookup(name, dns.rdatatype.TLSA, answer.to_tlsa, deadline)
 
     async def query(
         self, name: str, rtype: str, *, deadline: float | None = None
@@ -166,8 +208,7 @@ class Resolver:
         if rdtype is None or dns.rdatatype.is_metatype(rdtype):
             unsupported = answer.tempfail(name, f"unknown or unsupported record type {rtype!r}")
             return map_records(unsupported, answer.to_rdata_text)
-        found = await self._lookup(name, rdtype, deadline)
-        return map_records(found, answer.to_rdata_text)
+        return await self._lookup(name, rdtype, answer.to_rdata_text, deadline)
 
     async def probe_dnssec(self, name: str) -> bool:
         """Whether the nameservers validate: a known-secure `name` answers with AD.
@@ -200,16 +241,34 @@ class Resolver:
     ) -> None:
         await self.close()
 
+    def _cached(
+        self, name: str, rdtype: dns.rdatatype.RdataType, convert: Callable[[Rdata], S]
+    ) -> DnsResult[S] | None:
+        """The cached result (converted), or None without counting a miss (see cached_txt)."""
+        try:
+            qname = names.normalize_name(name)
+        except names.InvalidName:
+            return None  # `_lookup` answers it
+        key = dns_cache.cache_key(qname, rdtype)
+        return self.cache.get_converted(key, self._clock(), convert, count_miss=False)
+
     async def _lookup(
-        self, name: str, rdtype: dns.rdatatype.RdataType, deadline: float | None
-    ) -> DnsResult[Rdata]:
-        """Cache, then a shared in-flight query, then a new one; bounded by `deadline`."""
+        self,
+        name: str,
+        rdtype: dns.rdatatype.RdataType,
+        convert: Callable[[Rdata], S],
+        deadline: float | None,
+    ) -> DnsResult[S]:
+        """Cache, then a shared in-flight query, then a new one; bounded by `deadline`.
+
+        The records come converted by `convert`; a cache hit reuses the entry's conversion.
+        """
         try:
             qname = names.normalize_name(name)
         except names.InvalidName as exc:
             return DnsResult(Lookup.NXDOMAIN, (), False, 0, name, (), f"{exc}; not queried")
         key = dns_cache.cache_key(qname, rdtype)
-        cached = self.cache.get(key, self._clock())
+        cached = self.cache.get_converted(key, self._clock(), convert)
         if cached is not None:
             return cached
         task = self._inflight.get(key)
@@ -220,9 +279,10 @@ class Resolver:
         try:
             async with asyncio.timeout_at(deadline):
                 # shield: a caller that gives up must not cancel the query for the others
-                return await asyncio.shield(task)
+                found = await asyncio.shield(task)
         except TimeoutError:
-            return answer.tempfail(qname, f"caller's deadline passed before {qname} resolved")
+            found = answer.tempfail(qname, f"caller's deadline passed before {qname} resolved")
+        return map_records(found, convert)
 
     async def _resolve_and_store(
         self, key: dns_cache.CacheKey, qname: str, rdtype: dns.rdatatype.RdataType

@@ -77,3 +77,32 @@ def test_zero_entries_disables_caching() -> None:
     key = cache.cache_key("a.test.", dns.rdatatype.A)
     store.put(key, result(Lookup.ANSWER, 300), 0.0)
     assert store.get(key, 0.0) is None and len(store) == 0
+
+
+def test_get_converted_converts_once_per_entry_and_counts_each_hit() -> None:
+    store = cache.DnsCache()
+    key = cache.cache_key("a.test.", dns.rdatatype.A)
+    store.put(key, result(Lookup.ANSWER, 300), 0.0)
+    converted: list[dns.rdata.Rdata] = []
+
+    def to_text(rdata: dns.rdata.Rdata) -> str:
+        converted.append(rdata)
+        return rdata.to_text()
+
+    first = store.get_converted(key, 1.0, to_text)
+    second = store.get_converted(key, 200.5, to_text)
+    assert first is not None and second is not None
+    assert first.records == second.records == ("192.0.2.1",) and converted == [A]
+    assert (first.ttl, second.ttl) == (299, 100) and second.detail.endswith("(cached)")
+    raw = store.get(key, 201.0)
+    assert raw is not None and raw.records == (A,)  # the unconverted view is unchanged
+    assert (store.hits, store.misses) == (3, 0)
+
+
+def test_a_miss_is_counted_only_when_asked_to() -> None:
+    store = cache.DnsCache()
+    key = cache.cache_key("a.test.", dns.rdatatype.A)
+    assert store.get_converted(key, 0.0, str, count_miss=False) is None
+    assert (store.hits, store.misses) == (0, 0)
+    assert store.get_converted(key, 0.0, str) is None
+    assert (store.hits, store.misses) == (0, 1)

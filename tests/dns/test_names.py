@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dns.exception
+import dns.name
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from delivery.dns import names
 from delivery.errors import ConfigError
@@ -52,3 +56,30 @@ def test_parse_nameserver_rejects(text: str) -> None:
     with pytest.raises(ConfigError) as caught:
         names.parse_nameserver(text)
     assert caught.value.field == "dns.nameservers"
+
+
+_NAME_ALPHABET = "aZ09-_.\\*"
+
+
+@hypothesis.settings(max_examples=500, deadline=None)
+@hypothesis.given(
+    st.one_of(
+        st.text(alphabet=_NAME_ALPHABET, max_size=20),
+        st.builds(  # lengths near the label and name limits
+            lambda labels, dot: ".".join(labels) + dot,
+            st.lists(st.text(alphabet="aZ9-_", min_size=0, max_size=64), max_size=6),
+            st.sampled_from(["", "."]),
+        ),
+    )
+)
+def test_normalize_name_agrees_with_dnspython(text: str) -> None:
+    """The fast path for plain names gives what dnspython gives, and refuses what it refuses."""
+    try:
+        expected: str | None = dns.name.from_text(text).to_text().lower()
+    except dns.exception.DNSException:
+        expected = None
+    try:
+        got: str | None = names.normalize_name(text)
+    except names.InvalidName:
+        got = None
+    assert got == expected or (text == "" and got is None)

@@ -11,7 +11,7 @@ import dns.rcode
 import pytest
 
 from delivery.dns import cache
-from delivery.dns.resolver import Resolver
+from delivery.dns.resolver import AddressFamily, Resolver
 from delivery.dns.result import Lookup, MxRecord, TlsaRecord, is_null_mx
 from delivery.errors import ConfigError
 from delivery.harness.dns_server import DnsServer, ZoneSpec
@@ -178,6 +178,53 @@ async def test_cache_hit_within_ttl_and_miss_after(
     await resolver.a("mx2.example.test")
     assert dns_server.queries == [("mx2.example.test.", "A")] * 2
     assert (resolver.cache.hits, resolver.cache.misses) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("families", "expected"),
+    [
+        (("A", "AAAA"), [("127.0.0.10",), ("::1",)]),
+        (("AAAA", "A"), [("::1",), ("127.0.0.10",)]),
+        (("A",), [("127.0.0.10",)]),
+    ],
+)
+async def test_addresses_in_the_order_asked_and_cached_ones_without_a_query(
+    resolver: Resolver,
+    dns_server: DnsServer,
+    families: tuple[AddressFamily, ...],
+    expected: list[tuple[str, ...]],
+) -> None:
+    first = await resolver.addresses("mx1.example.test", families)
+    assert [found.records for found in first] == expected
+    assert sorted(dns_server.queries) == sorted(("mx1.example.test.", f) for f in families)
+    again = await resolver.addresses("MX1.example.test", families)
+    assert [found.records for found in again] == expected
+    assert len(dns_server.queries) == len(families)
+    assert (resolver.cache.hits, resolver.cache.misses) == (len(families), len(families))
+
+
+async def test_addresses_asks_only_what_the_cache_lacks(
+    resolver: Resolver, dns_server: DnsServer
+) -> None:
+    await resolver.aaaa("mx1.example.test")
+    found = await resolver.addresses("mx1.example.test", ("A", "AAAA"))
+    assert [f.records for f in found] == [("127.0.0.10",), ("::1",)]
+    assert dns_server.queries == [("mx1.example.test.", "AAAA"), ("mx1.example.test.", "A")]
+    assert (resolver.cache.hits, resolver.cache.misses) == (1, 2)
+
+
+async def test_cached_txt_answers_only_from_the_cache(
+    resolver: Resolver, dns_server: DnsServer
+) -> None:
+    name = "_mta-sts.example.test"
+    assert resolver.cached_txt(name) is None
+    assert (resolver.cache.hits, resolver.cache.misses) == (0, 0)  # txt() counts the miss
+    assert dns_server.queries == []
+    fetched = await resolver.txt(name)
+    cached = resolver.cached_txt(name.upper())
+    assert cached is not None and cached.records == fetched.records
+    assert (resolver.cache.hits, resolver.cache.misses) == (1, 1)
+    assert resolver.cached_txt("a..example.test") is None
 
 
 @pytest.mark.parametrize(
