@@ -620,9 +620,18 @@ class Worker:
                 leases = await self._store.lease_due(
                     now=now, owner=self.owner, lease_ms=self._lease_ms, limit=CATCH_ALL_BATCH
                 )
+                # Recipients of a configured queue that became due since its own lease (new
+                # mail, another node's lapsed lease) go back: taking them here would pass its
+                # threadsPerNode. The next round leases them within it.
+                known = {queue.name for queue in snapshot.virtual_queues}
+                given_back = [lease for lease in leases if lease.recipients[0].queue in known]
+                if given_back:
+                    await self._store.release_leases(given_back, now=now)
+                    leased = True  # round again at once: their queue's lease takes them
                 for lease in leases:
-                    self._spawn(lease)
-                leased = leased or bool(leases)
+                    if lease.recipients[0].queue not in known:
+                        self._spawn(lease)
+                        leased = True
         return leased
 
     def _spawn(self, lease: model.Lease) -> None:
