@@ -20,7 +20,8 @@ Outcomes (`PolicyLookup.status`, never an exception except CancelledError):
 
 Deadline: ``timeout_ms`` (the TLS strategy's ``mtaStsTimeout``) becomes one absolute deadline
 (STYLE §8) bounding the TXT lookup, the policy host's address lookup, connect, TLS, request
-and body together; past it, the lookup ends as a TIMEOUT failure (or the cached policy).
+and body together; past it, the lookup ends as a TIMEOUT failure (or the cached policy). A
+lookup the DNS and policy caches answer (the common case) waits for nothing and sets no timer.
 
 Sharing and caching:
     Lookups of one domain and TXT id in flight at once share one fetch, run by a task the
@@ -64,7 +65,7 @@ import aiohttp.abc
 from delivery.dns import http as dns_http
 from delivery.dns import names
 from delivery.dns import resolver as dns_resolver
-from delivery.dns.result import Lookup
+from delivery.dns.result import DnsResult, Lookup
 from delivery.policy import mtasts
 from delivery.smtp import tls as smtp_tls
 
@@ -171,6 +172,14 @@ _FetchResult = mtasts.Policy | mtasts.FetchFailure
 _FetchKey = tuple[str, str]  # (domain, TXT id)
 
 
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """A fetch the TXT record calls for: its ``id``, and the cached policy to fall back on."""
+
+    policy_id: str
+    cached: CachedPolicy | None
+
+
 class MtaStsResolver:
     """MTA-STS policies of recipient domains; async context manager (also ``close``).
 
@@ -228,10 +237,22 @@ class MtaStsResolver:
             return mtasts.PolicyLookup(domain, mtasts.LookupStatus.NONE, reason=f"{exc}")
         if not name:
             return mtasts.PolicyLookup(domain, mtasts.LookupStatus.NONE, reason="the root")
+        txt_name = f"_mta-sts.{name}"
+        cached_txt = self._resolver.cached_txt(txt_name)
+        step = None if cached_txt is None else self._after_txt(name, txt_name, cached_txt)
+        if isinstance(step, mtasts.PolicyLookup):
+            # The common case: the TXT record and the policy (or its absence) are cached.
+            # Nothing to wait for, so no deadline timer either.
+            return step
         deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._lookup(name, deadline, timeout_ms)
+                if step is None:
+                    answer = await self._resolver.txt(txt_name, deadline=deadline)
+                    step = self._after_txt(name, txt_name, answer)
+                    if isinstance(step, mtasts.PolicyLookup):
+                        return step
+                return await self._fetched(name, step, deadline, timeout_ms)
         except TimeoutError:
             failure = mtasts.FetchFailure(
                 mtasts.FetchProblem.TIMEOUT,
@@ -263,11 +284,15 @@ class MtaStsResolver:
 
     # ---- discovery ------------------------------------------------------------------------
 
-    async def _lookup(self, domain: str, deadline: float, timeout_ms: int) -> mtasts.PolicyLookup:
-        """TXT record, then the cache or a (shared) fetch; RFC 8461 §3.3 and §5.1."""
+    def _after_txt(
+        self, domain: str, txt_name: str, answer: DnsResult[str]
+    ) -> mtasts.PolicyLookup | _Fetch:
+        """The lookup the TXT answer settles (with the cache), or the fetch it calls for.
+
+        RFC 8461 §3.3 and §5.1: no usable record means no policy, unless one is cached; a
+        cached policy of the same TXT id is used as is; another id needs a fetch.
+        """
         cached = self.cache.get(domain)
-        txt_name = f"_mta-sts.{domain}"
-        answer = await self._resolver.txt(txt_name, deadline=deadline)
         match answer.status:
             case Lookup.TEMPFAIL:
                 failure = mtasts.FetchFailure(
@@ -293,15 +318,21 @@ class MtaStsResolver:
         if cached is not None and cached.policy_id == txt.policy_id:
             self.hits += 1
             return _from_cache(domain, cached)
+        return _Fetch(txt.policy_id, cached)
+
+    async def _fetched(
+        self, domain: str, fetch: _Fetch, deadline: float, timeout_ms: int
+    ) -> mtasts.PolicyLookup:
+        """The policy of TXT id ``fetch.policy_id``, fetched (or shared, or held failed)."""
         self.misses += 1
-        result = await self._shared_fetch(domain, txt.policy_id, deadline, timeout_ms)
+        result = await self._shared_fetch(domain, fetch.policy_id, deadline, timeout_ms)
         if isinstance(result, mtasts.FetchFailure):
-            return _fallback(domain, cached, result)
+            return _fallback(domain, fetch.cached, result)
         return mtasts.PolicyLookup(
             domain,
             mtasts.LookupStatus.POLICY,
             policy=result,
-            policy_id=txt.policy_id,
+            policy_id=fetch.policy_id,
             source=mtasts.Source.FETCH,
         )
 
