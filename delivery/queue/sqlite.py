@@ -10,7 +10,10 @@ up to `BUSY_TIMEOUT_MS` for it.
 Transactions on the one connection are serialized by an asyncio lock. Enqueues are
 group-committed (`group_commit`): the enqueues that arrive while a commit is running
 are written together by the next one, sharing its fsync; each caller still returns
-only after its own message is committed. The schema is created or upgraded at open
+only after its own message is committed. Body reads are grouped the same way: the
+`load_body` calls that arrive while one runs share the next read transaction (one
+SELECT for all), so a worker starting many deliveries at once does not queue one
+transaction per message on the lock. The schema is created or upgraded at open
 (`delivery.migrations`, `sql.steps`), in one transaction.
 
 Outcomes: as `delivery.queue.store` (`StoreError` wraps every ``sqlite3.Error``,
@@ -52,6 +55,10 @@ from delivery.queue.store import (
 
 __all__ = ["BUSY_TIMEOUT_MS", "SqliteQueueStore"]
 
+BODY_READ_CHUNK: Final = 500
+"""Message ids bound in one body SELECT (``IN (...)``): well under SQLite's smallest
+parameter limit (999 before 3.32), however many reads were grouped."""
+
 BUSY_TIMEOUT_MS: Final = 30_000
 """How long a writer waits for another connection (the registry, another process on
 the same file) to release the write lock before the operation fails with StoreError."""
@@ -72,6 +79,7 @@ class SqliteQueueStore:
         self._db = db
         self._lock = asyncio.Lock()
         self._enqueues = GroupCommit(self._write_entries, name="queue-group-commit")
+        self._body_reads = GroupCommit(self._read_bodies, name="queue-body-reads")
         self._closed = False
 
     @classmethod
@@ -197,7 +205,9 @@ class SqliteQueueStore:
             claim = {"owner": owner, "token": token, "until": until, "now": now}
             await db.executemany(sql.CLAIM, [{**claim, "id": rid} for rid in ids])
             recipient_rows = await db.execute_fetchall(sql.LEASED_RECIPIENTS, {"token": token})
-            message_rows = await db.execute_fetchall(sql.LEASED_MESSAGES, {"token": token})
+            message_rows = await db.execute_fetchall(
+                sql.LEASED_MESSAGES, {"token": token, "body_max": store.LEASE_BODY_MAX_BYTES}
+            )
         return sql.leases_from_rows(
             ids, recipient_rows, message_rows, token=token, owner=owner, until=until
         )
@@ -264,13 +274,26 @@ class SqliteQueueStore:
     # --- reading --------------------------------------------------------------------------
 
     async def load_body(self, message_id: str, /) -> bytes:
-        """Return the body; see `QueueStore.load_body`."""
-        async with self._transaction("load body", write=False) as db:
-            rows = list(await db.execute_fetchall(sql.SELECT_BODY, {"message_id": message_id}))
-        if not rows:
+        """Return the body; see `QueueStore.load_body` (grouped: see the module docstring)."""
+        [body] = await self._body_reads.submit([message_id])
+        if body is None:
             raise MessageNotFound(message_id)
-        body: bytes = rows[0][0]
         return body
+
+    async def _read_bodies(self, message_ids: list[str], /) -> list[bytes | None]:
+        """The bodies of ``message_ids`` in one read transaction; None for a missing one."""
+        found: dict[str, bytes] = {}
+        unique = list(dict.fromkeys(message_ids))
+        async with self._transaction("load body", write=False) as db:
+            for start in range(0, len(unique), BODY_READ_CHUNK):
+                chunk = unique[start : start + BODY_READ_CHUNK]
+                marks = ", ".join("?" * len(chunk))  # placeholders only; ids are bound
+                statement = (
+                    f"SELECT message_id, body FROM queue_bodies WHERE message_id IN ({marks})"
+                )
+                rows = await db.execute_fetchall(statement, chunk)
+                found.update((row[0], row[1]) for row in rows)
+        return [found.get(message_id) for message_id in message_ids]
 
     async def get_message(self, message_id: str, /) -> model.QueuedMessage | None:
         """Return one message; see `QueueStore.get_message`."""
