@@ -205,9 +205,7 @@ class SqliteQueueStore:
             claim = {"owner": owner, "token": token, "until": until, "now": now}
             await db.executemany(sql.CLAIM, [{**claim, "id": rid} for rid in ids])
             recipient_rows = await db.execute_fetchall(sql.LEASED_RECIPIENTS, {"token": token})
-            message_rows = await db.execute_fetchall(
-                sql.LEASED_MESSAGES, {"token": token, "body_max": store.LEASE_BODY_MAX_BYTES}
-            )
+            message_rows = await db.execute_fetchall(sql.LEASED_MESSAGES, {"token": token})
         return sql.leases_from_rows(
             ids, recipient_rows, message_rows, token=token, owner=owner, until=until
         )
