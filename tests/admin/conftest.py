@@ -170,9 +170,14 @@ def admin_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminDaem
         daemon.process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium (Debian's binary), one per test process."""
+    """Headless Chromium (Debian's binary), one per test module.
+
+    Not per session: Playwright's sync API keeps its event loop running in this thread while it
+    is started, and every asyncio test the same xdist worker runs meanwhile would fail with
+    "Runner.run() cannot be called from a running event loop".
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
