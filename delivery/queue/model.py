@@ -299,7 +299,9 @@ class Lease:
     ``token`` identifies this lease: every `RecipientUpdate` for these recipients
     must carry it. ``until`` (epoch ms) is when the lease lapses and the
     recipients become due for any worker again. ``message.recipients`` are the
-    leased recipients only, all in ``domain``.
+    leased recipients only, all in ``domain``. ``body`` is the message body when it
+    came with the lease (`QueueStore.lease_due` reads small bodies in the same
+    transaction); None: read it with `QueueStore.load_body`.
     """
 
     token: str
@@ -307,6 +309,7 @@ class Lease:
     until: int
     domain: str
     message: QueuedMessage
+    body: bytes | None = field(default=None, repr=False)  # message content: kept out of logs
 
     @property
     def recipients(self) -> tuple[QueuedRecipient, ...]:

@@ -265,7 +265,11 @@ class PostgresQueueStore:
             claim = {"owner": owner, "token": token, "until": until, "now": now}
             await _execute_many(conn, _CLAIM, [{**claim, "id": rid} for rid in ids])
             recipient_rows = await _fetch(conn, _LEASED_RECIPIENTS, {"token": token})
-            message_rows = await _fetch(conn, _LEASED_MESSAGES, {"token": token})
+            message_rows = await _fetch(
+                conn,
+                _LEASED_MESSAGES,
+                {"token": token, "body_max": store.LEASE_BODY_MAX_BYTES},
+            )
         return sql.leases_from_rows(
             ids, recipient_rows, message_rows, token=token, owner=owner, until=until
         )

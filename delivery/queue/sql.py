@@ -247,7 +247,10 @@ CLAIM: Final = f"""UPDATE queue_recipients
     WHERE id = :id AND status = '{_SCHEDULED}' AND due <= :now"""
 LEASED_RECIPIENTS: Final = f"""SELECT {_RECIPIENT_COLUMNS} FROM queue_recipients
     WHERE lease_token = :token ORDER BY id"""
-LEASED_MESSAGES: Final = f"""SELECT {_MESSAGE_COLUMNS} FROM queue_messages WHERE id IN (
+# The body column is NULL past :body_max (CASE evaluates the subquery only when needed).
+LEASED_MESSAGES: Final = f"""SELECT {_MESSAGE_COLUMNS}, CASE WHEN size <= :body_max THEN (
+        SELECT body FROM queue_bodies WHERE message_id = queue_messages.id) END
+    FROM queue_messages WHERE id IN (
     SELECT message_id FROM queue_recipients WHERE lease_token = :token)"""
 
 
@@ -517,7 +520,8 @@ def leases_from_rows(
 
     ``ids`` are the recipients chosen (`lease_candidates`); ``recipient_rows`` and
     ``message_rows`` are what `LEASED_RECIPIENTS` and `LEASED_MESSAGES` read under
-    ``token``. A chosen id without a row was not claimed (taken meanwhile): left out.
+    ``token`` (a message row ends with its body, or NULL for a large one). A chosen id
+    without a row was not claimed (taken meanwhile): left out.
     """
     recipients = {r.id: r for r in map(recipient_from_row, recipient_rows)}
     groups: dict[tuple[str, str], list[model.QueuedRecipient]] = {}
@@ -532,7 +536,8 @@ def leases_from_rows(
             owner=owner,
             until=until,
             domain=domain,
-            message=message_from_row(messages[message_id], members),
+            message=message_from_row(messages[message_id][:-1], members),
+            body=messages[message_id][-1],
         )
         for (message_id, domain), members in groups.items()
     ]

@@ -205,7 +205,9 @@ class SqliteQueueStore:
             claim = {"owner": owner, "token": token, "until": until, "now": now}
             await db.executemany(sql.CLAIM, [{**claim, "id": rid} for rid in ids])
             recipient_rows = await db.execute_fetchall(sql.LEASED_RECIPIENTS, {"token": token})
-            message_rows = await db.execute_fetchall(sql.LEASED_MESSAGES, {"token": token})
+            message_rows = await db.execute_fetchall(
+                sql.LEASED_MESSAGES, {"token": token, "body_max": store.LEASE_BODY_MAX_BYTES}
+            )
         return sql.leases_from_rows(
             ids, recipient_rows, message_rows, token=token, owner=owner, until=until
         )

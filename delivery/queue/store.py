@@ -43,6 +43,7 @@ from delivery.errors import DeliveryError
 from delivery.queue import model
 
 __all__ = [
+    "LEASE_BODY_MAX_BYTES",
     "MAX_LEASE_BATCH",
     "MAX_LIST_LIMIT",
     "PURGE_BATCH",
@@ -64,6 +65,12 @@ __all__ = [
 MAX_LEASE_BATCH = 1000
 """Most recipients one `lease_due` call hands out: a lease is one write transaction,
 and a longer one holds the write lock that submissions wait for."""
+
+LEASE_BODY_MAX_BYTES = 64 * 1024
+"""Bodies up to this size come with their lease (`Lease.body`), read in the lease's own
+transaction: a worker then starts the delivery without another store call. Larger ones
+are left to `QueueStore.load_body`, so that one lease transaction copies at most
+`MAX_LEASE_BATCH` times this (64 MiB), however large the queued messages are."""
 
 MAX_LIST_LIMIT = 1000
 """Most messages one `list_messages` page returns: bounds the memory of one API or
@@ -184,7 +191,8 @@ class QueueStore(Protocol):
         lease lapsed) are taken oldest due first, at most ``limit`` of them, then
         completed with the other due recipients of the same message and domain
         while ``limit`` allows; one `Lease` per message and domain, in order of
-        their oldest due recipient.
+        their oldest due recipient. Each lease of a message up to
+        `LEASE_BODY_MAX_BYTES` carries its body (`Lease.body`); the others have None.
 
         :param owner: the node (or worker) name; `release` gives its leases back.
         :param queue: only recipients of this virtual queue.

@@ -9,7 +9,13 @@ import pytest
 
 from delivery.errors import LastError
 from delivery.queue import model
-from delivery.queue.store import Cancelled, MessageNotFound, Notice, QueueStore
+from delivery.queue.store import (
+    LEASE_BODY_MAX_BYTES,
+    Cancelled,
+    MessageNotFound,
+    Notice,
+    QueueStore,
+)
 from tests.plugins.queue import T0, StoreOpener, make_message, make_recipient
 
 Status = model.RecipientStatus
@@ -237,6 +243,21 @@ async def test_a_lease_brings_the_other_due_recipients_of_its_message_and_domain
 
     assert [lease.message.id for lease in leases] == [first]
     assert addresses(leases) == [["x1@x.example", "x2@x.example"]]
+
+
+async def test_a_lease_carries_the_body_of_a_small_message_only(store: QueueStore) -> None:
+    head = b"Subject: size\r\n\r\n"
+    small = head + b"x" * (LEASE_BODY_MAX_BYTES - len(head))  # the largest that comes along
+    large = small + b"y"
+    small_id = await store.enqueue(make_message(small), [make_recipient("s@example.com")])
+    large_id = await store.enqueue(make_message(large), [make_recipient("l@example.com")])
+
+    leases = {lease.message.id: lease for lease in await lease_all(store)}
+
+    assert leases[small_id].body == small
+    assert leases[large_id].body is None  # left to load_body, which still reads it
+    assert await store.load_body(large_id) == large
+    assert "Subject" not in repr(leases[small_id])  # content stays out of logs
 
 
 async def test_limit_caps_recipients_and_the_rest_stays_due(store: QueueStore) -> None:
