@@ -11,7 +11,9 @@ Jobs that finish while a record is being written share the next write (`recorder
 group commit); each still waits for its own outcomes to be durable before it logs them.
 It wakes when `wake` is called (new mail), when a job ends, when the next recipient is due
 (`QueueStore.due_soonest`), and at least every ``poll_interval_ms`` (mail queued by another
-process).
+process). A virtual queue found with nothing due is not asked again until `wake`, a timed
+wait's end or a poll interval later, however often jobs end: each lease is a write
+transaction, and an empty one is as dear as a full one.
 
 After an attempt (`settle`, pure):
     delivered   DELIVERED; a success DSN when NOTIFY=SUCCESS asked for one (``delivered``
@@ -446,6 +448,10 @@ class Worker:
         self._env = expr.Environment(local_domains=frozenset(settings.local.domains))
         self._lookup = attempt.make_lookup(resolver)
         self._wakeup = asyncio.Event()
+        self._drained: dict[str, float] = {}
+        """Queues (``""``: the catch-all) found with nothing due, and when (loop time): not
+        asked again within a poll interval unless `wake` says mail came, or a timed wait
+        ends (something may be due). A lease is a write transaction, empty or not."""
         self._running: collections.Counter[str] = collections.Counter()
         self.peak: collections.Counter[str] = collections.Counter()
         """Most jobs that ran at once, per virtual queue name, since start (for metrics)."""
@@ -552,6 +558,7 @@ class Worker:
 
     def wake(self) -> None:
         """Look at the queue now (call after enqueuing mail)."""
+        self._drained.clear()
         self._wakeup.set()
 
     def close_on_stop(self, closer: Callable[[], object], /) -> None:
@@ -583,9 +590,11 @@ class Worker:
                 log.exception("the delivery loop failed; trying again")
                 delay = self._poll_s
             if delay > 0 and not self._stopping:
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(delay):
                         await self._wakeup.wait()
+                except TimeoutError:  # a due time or the poll interval: look everywhere
+                    self._drained.clear()
 
     async def _idle_seconds(self) -> float:
         """How long to sleep: until the next due time, at most one poll interval."""
@@ -605,18 +614,24 @@ class Worker:
             if free <= 0:
                 saturated = True
                 continue
+            if self._is_drained(queue.name):
+                continue
             limit = min(free, queue_store.MAX_LEASE_BATCH)
             leases = await self._store.lease_due(
                 now=now, owner=self.owner, lease_ms=self._lease_ms, limit=limit, queue=queue.name
             )
             if sum(len(lease.recipients) for lease in leases) >= limit:
                 saturated = True
+            else:  # fewer than asked for: nothing else is due in it now
+                self._drained[queue.name] = asyncio.get_running_loop().time()
             for lease in leases:
                 self._spawn(lease)
             leased = leased or bool(leases)
-        if not saturated and not self._stopping:
+        if not saturated and not self._stopping and not self._is_drained(""):
             due = await self._store.due_soonest()
-            if due is not None and due <= now:  # due recipients in queues that do not exist
+            if due is None or due > now:
+                self._drained[""] = asyncio.get_running_loop().time()
+            else:  # due recipients in queues that do not exist
                 leases = await self._store.lease_due(
                     now=now, owner=self.owner, lease_ms=self._lease_ms, limit=CATCH_ALL_BATCH
                 )
@@ -628,11 +643,18 @@ class Worker:
                 if given_back:
                     await self._store.release_leases(given_back, now=now)
                     leased = True  # round again at once: their queue's lease takes them
+                    for lease in given_back:
+                        self._drained.pop(lease.recipients[0].queue, None)
                 for lease in leases:
                     if lease.recipients[0].queue not in known:
                         self._spawn(lease)
                         leased = True
         return leased
+
+    def _is_drained(self, queue: str) -> bool:
+        """The queue had nothing due when last asked, less than a poll interval ago."""
+        since = self._drained.get(queue)
+        return since is not None and asyncio.get_running_loop().time() - since < self._poll_s
 
     def _spawn(self, lease: model.Lease) -> None:
         queue = lease.recipients[0].queue
