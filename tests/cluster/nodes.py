@@ -21,21 +21,26 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from delivery.harness import lab as harness_lab
 from delivery.harness import smtp_server
 from delivery.queue import model
 from delivery.queue.postgres import PostgresQueueStore
 from delivery.registry import Registry
-from tests.plugins.api import Daemon, StartDaemon, free_port
+from tests.plugins.api import USING, Daemon, StartDaemon, free_port
 from tests.plugins.registry import set_ok
 
 __all__ = [
+    "ADMIN_TOKEN",
     "DOMAINS",
     "Arrival",
     "Cluster",
     "accepted_at",
     "arrivals",
+    "call",
     "configure",
     "node_name",
     "peak_in_progress",
@@ -46,6 +51,8 @@ __all__ = [
 ]
 
 DOMAINS = ("a.cluster.test", "b.cluster.test", "c.cluster.test")
+ADMIN_TOKEN = "cluster-admin-token"
+"""Every node's API token, with every permission."""
 QUEUE_BATCH = 500
 """Messages per enqueue transaction while filling the queue."""
 _NUMBER = re.compile(rb"^Message-ID: <m(\d+)@cluster\.test>", re.MULTILINE)
@@ -112,6 +119,7 @@ async def start_nodes(
             f'hostname = "{node_name(index)}"\n'
             f'[store]\nurl = "{url}"\n'
             f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[[api.tokens]]\nname = "admin"\nsecret = "{ADMIN_TOKEN}"\n'
             '[submission]\nlisten = "127.0.0.1:0"\n'
             "[tlsrpt]\nenabled = false\n"
             f'[worker]\nlease = "{lease}"\n' + cluster.lab.settings_toml()
@@ -133,6 +141,17 @@ def message(number: int, /) -> bytes:
         f"Message-ID: <m{number}@cluster.test>\r\nSubject: cluster {number}\r\n\r\n"
         f"message {number}\r\n"
     ).encode()
+
+
+async def call(http: aiohttp.ClientSession, daemon: Daemon, method: str, **arguments: Any) -> Any:
+    """One JMAP method call to ``daemon``'s API; its response arguments."""
+    body = {"using": USING, "methodCalls": [[method, arguments, "c"]]}
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with http.post(f"{daemon.url}/api", json=body, headers=headers) as response:
+        answer = await response.json()
+    [[name, result, _]] = answer["methodResponses"]
+    assert name == method, result
+    return result
 
 
 async def queue_messages(url: str, count: int, /) -> list[str]:

@@ -4,7 +4,8 @@ What an operator running several nodes relies on, counted by the receivers: 3,00
 queued once arrive exactly once; no node ever has more deliveries in progress than the
 virtual queue's ``threadsPerNode``; when a node is killed (SIGKILL) in the middle, the work it
 held is delivered by the others once its lease has run out, nothing is lost, and the only
-messages that arrive twice are deliveries the dead node had in progress.
+messages that arrive twice are deliveries the dead node had in progress. And a change made
+through one node's API reaches the engine of the others within seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
@@ -38,6 +40,9 @@ KILL_AFTER = 900
 """Messages delivered before the SIGKILL: the middle of the run."""
 LEASE = "4s"
 """The nodes' ``[worker] lease`` in the kill test: the dead node's work is taken over after it."""
+PROPAGATION_S = 5.0
+"""A change through one node's API is in every node's engine within this (the registries look
+for changes every second)."""
 CLOCK_SLACK_S = 0.5
 """Between the epoch clock of the lease times and this process's monotonic clock (both read
 at the kill, a few milliseconds apart), and the nodes' clocks (the same machine's)."""
@@ -144,6 +149,36 @@ async def test_a_killed_nodes_work_is_taken_over_after_its_lease(
     assert set(twice) <= held_numbers, (twice, held_numbers)
     assert all(c == 2 for c in twice.values()), twice
     print(f"held by the dead node: {len(held)}; delivered twice: {len(twice)}")
+
+
+async def test_a_change_through_one_node_reaches_every_node_within_seconds(
+    cluster: nodes.Cluster, start_daemon: StartDaemon
+) -> None:
+    """The engine of every node follows a change made through any node's API."""
+    first, second = await nodes.start_nodes(cluster, start_daemon, 2)
+    try:
+        async with aiohttp.ClientSession() as http:
+            found = await nodes.call(
+                http, first, "x:MtaVirtualQueue/query", filter={"name": "remote"}
+            )
+            changed = time.monotonic()
+            await nodes.call(
+                http,
+                first,
+                "x:MtaVirtualQueue/set",
+                update={found["ids"][0]: {"threadsPerNode": 3}},
+            )
+            async with asyncio.timeout(PROPAGATION_S):
+                while True:  # no event crosses the process boundary: ask until it shows
+                    explained = await nodes.call(
+                        http, second, "x:Explain/get", recipient=f"x@{nodes.DOMAINS[0]}"
+                    )
+                    if explained["list"][0]["queue"]["threadsPerNode"] == 3:
+                        break
+                    await asyncio.sleep(0.1)
+        print(f"the change reached the other node's engine in {time.monotonic() - changed:.2f} s")
+    finally:
+        await stop_all([first, second])
 
 
 async def connections_gone(url: str, application_name: str, /) -> None:
