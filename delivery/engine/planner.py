@@ -393,10 +393,9 @@ def host_policy(
     screening: mtasts.MxScreening | None = None
     if sts_lookup is not None and sts_mode != "disable":
         screening = mtasts.screen_mx(sts_lookup, list(mx_hosts) or [name], sts_mode)
-        sts = next(
-            (v for v in screening.verdicts if v.mx_host == name),
-            mtasts.decide(sts_lookup, name, sts_mode),
-        )
+        sts = next((v for v in screening.verdicts if v.mx_host == name), None)
+        if sts is None:  # a host the MX list does not name (decided only then: hot path)
+            sts = mtasts.decide(sts_lookup, name, sts_mode)
     inputs = tls_policy.PolicyInputs(
         mta_sts_enforce=sts is not None and sts.tls_required,
         mta_sts_listed=(

@@ -580,8 +580,17 @@ def decide(lookup: PolicyLookup | None, mx_host: str, strategy: StsStrategy, /) 
     :param strategy: the ``mtaSts`` mode of the TLS strategy chosen for this host.
     :raises ValueError: ``lookup`` is None while ``strategy`` is not ``disable``.
     """
-    host = mx_host.lower().rstrip(".")
-    verdict = _domain_verdict(lookup, strategy)
+    return _decide(lookup, mx_host.lower().rstrip("."), strategy, _domain_verdict(lookup, strategy))
+
+
+def _decide(
+    lookup: PolicyLookup | None,
+    host: str,
+    strategy: StsStrategy,
+    verdict: MtaStsVerdict | None,
+    /,
+) -> MtaStsVerdict:
+    """`decide` for a normalized ``host``, given the domain's ``verdict`` (`_domain_verdict`)."""
     if verdict is not None:  # the domain's verdict for this host; built directly, not with
         # dataclasses.replace, which costs several times more on every host of every delivery
         return MtaStsVerdict(
@@ -696,8 +705,8 @@ def screen_mx(
     Lets the engine drop unlisted hosts before connecting and say why; see `decide` for the
     arguments.
     """
-    verdicts = tuple(decide(lookup, host, strategy) for host in hosts)
-    failure = _domain_verdict(lookup, strategy)
+    failure = _domain_verdict(lookup, strategy)  # once for every host
+    verdicts = tuple(_decide(lookup, host.lower().rstrip("."), strategy, failure) for host in hosts)
     if failure is not None and failure.usable:
         failure = None
     if failure is None and verdicts and not any(v.usable for v in verdicts):
