@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import aiosqlite
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from delivery import pg
 from delivery.errors import DeliveryError

@@ -27,7 +27,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Final
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from delivery.errors import ConfigError
 

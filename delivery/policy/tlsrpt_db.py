@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import aiosqlite
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from delivery import migrations, pg
 from delivery.queue import sqlite_tx

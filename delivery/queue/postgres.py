@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from delivery import migrations, pg
 from delivery.errors import ConfigError

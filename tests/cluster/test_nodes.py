@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import pytest
 
 from delivery.queue import model

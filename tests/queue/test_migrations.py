@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiosqlite
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import pytest
 
 from delivery import migrations

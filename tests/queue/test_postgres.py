@@ -13,7 +13,7 @@ import sys
 import textwrap
 from collections import defaultdict
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import pytest
 
 from delivery.errors import ConfigError
