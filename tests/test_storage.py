@@ -11,8 +11,9 @@ from delivery import config, storage
 from delivery.errors import ConfigError
 from delivery.policy import tlsrpt_store
 from delivery.registry import StoreError
+from tests.plugins.postgres import postgres_schema
 from tests.plugins.queue import make_message, make_recipient
-from tests.plugins.registry import postgres_base_url, postgres_schema, run_sql
+from tests.plugins.registry import run_sql
 
 
 def settings_for(url: str, **sections: object) -> config.Settings:
@@ -25,7 +26,7 @@ async def store_url(store_kind: str, tmp_path: Path) -> AsyncIterator[str]:
     if store_kind == "sqlite":
         yield f"sqlite://{tmp_path}/data/delivery.db"
         return
-    async with postgres_schema(postgres_base_url()) as url:
+    async with postgres_schema() as url:
         yield url
 
 

@@ -26,7 +26,7 @@ from delivery.queue.postgres import PostgresQueueStore
 from tests.cluster import nodes
 from tests.plugins.api import Daemon, StartDaemon
 from tests.plugins.harness import MakeLab
-from tests.plugins.registry import postgres_base_url, postgres_schema
+from tests.plugins.postgres import postgres_schema
 
 pytestmark = pytest.mark.postgres
 
@@ -51,7 +51,7 @@ at the kill, a few milliseconds apart), and the nodes' clocks (the same machine'
 @pytest.fixture
 async def cluster(make_lab: MakeLab, tmp_path: Path) -> AsyncIterator[nodes.Cluster]:
     lab = await make_lab(nodes.scenario())
-    async with postgres_schema(postgres_base_url()) as url:
+    async with postgres_schema() as url:
         await nodes.configure(url, threads_per_node=THREADS_PER_NODE)
         yield nodes.Cluster(lab, url, tmp_path)
 

@@ -4,7 +4,7 @@
 connections, or two pools, as two nodes would have; or again after closing to test
 durability); ``store`` is one such store. Both are parametrized over `STORE_KINDS`:
 SQLite in a temporary folder, and PostgreSQL in a fresh schema on the server
-``DELIVERY_TEST_POSTGRES_URL`` names (marker ``postgres``), dropped after the test, so
+``DELIVERY_TEST_POSTGRES_URL`` names (`tests.plugins.postgres`), dropped after the test, so
 that parallel tests never see each other's tables. Without that variable the
 PostgreSQL cases fail, saying so: CI sets it, and a skipped store is an untested one.
 ``make_message`` and ``make_recipient`` build valid envelopes with overridable
@@ -14,40 +14,29 @@ defaults.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from delivery.queue import model
 from delivery.queue.postgres import PostgresQueueStore
 from delivery.queue.sqlite import SqliteQueueStore
 from delivery.queue.store import QueueStore
+from tests.plugins.postgres import STORE_KINDS, postgres_schema
 
 __all__ = [
-    "POSTGRES_URL_VARIABLE",
-    "STORE_KINDS",
     "T0",
     "StoreOpener",
     "make_message",
     "make_recipient",
-    "postgres_schema",
     "store",
     "store_opener",
 ]
 
 T0 = 1_700_000_000_000
 """A fixed 'now' (epoch ms) for store tests."""
-
-POSTGRES_URL_VARIABLE = "DELIVERY_TEST_POSTGRES_URL"
-"""The test server's URL; scripts/test sets postgresql://postgres@127.0.0.1:5432/test."""
-
-STORE_KINDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 StoreOpener = Callable[[], Awaitable[QueueStore]]
 
@@ -75,38 +64,6 @@ def make_recipient(address: str = "rcpt@example.com", **fields: Any) -> model.Ne
         "expires_at": T0 + 3 * 86_400_000,
     }
     return model.NewRecipient(address=address, **(defaults | fields))
-
-
-def postgres_url() -> str:
-    """The test server's URL, or the test fails saying how to set it."""
-    url = os.environ.get(POSTGRES_URL_VARIABLE)
-    if not url:
-        pytest.fail(
-            f"{POSTGRES_URL_VARIABLE} is not set: the PostgreSQL store tests need a server"
-            f" (scripts/test sets {POSTGRES_URL_VARIABLE}=postgresql://postgres@127.0.0.1"
-            ":5432/test; or deselect them with -m 'not postgres')"
-        )
-    return url
-
-
-@contextlib.asynccontextmanager
-async def postgres_schema() -> AsyncIterator[str]:
-    """A new, empty schema on the test server: yields a URL whose connections use only
-    it (``search_path``), and drops it with everything in it afterwards."""
-    base = postgres_url()
-    schema = f"test_{secrets.token_hex(8)}"
-    admin = await asyncpg.connect(base)
-    try:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            parts = urllib.parse.urlsplit(base)
-            query = urllib.parse.parse_qsl(parts.query)
-            query = [(k, v) for k, v in query if k != "search_path"] + [("search_path", schema)]
-            yield urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-        finally:
-            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(params=STORE_KINDS)

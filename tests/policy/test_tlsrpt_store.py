@@ -21,7 +21,8 @@ from delivery.policy.tlsrpt import FailureDetail, PolicyDescription, ResultType,
 from delivery.policy.tlsrpt_store import SCHEMA_VERSION, TlsRptStore, TlsRptStoreError
 from delivery.queue import model
 from delivery.queue.sqlite import SqliteQueueStore
-from tests.plugins.registry import postgres_base_url, postgres_schema, run_sql
+from tests.plugins.postgres import postgres_schema
+from tests.plugins.registry import run_sql
 
 DAY = date(2024, 5, 1)
 AUTHENTICATED = model.MessageSource.AUTHENTICATED
@@ -60,7 +61,7 @@ async def reports_url(store_kind: str, db_path: Path) -> AsyncIterator[str]:
     if store_kind == "sqlite":
         yield f"sqlite://{db_path}"
         return
-    async with postgres_schema(postgres_base_url()) as url:
+    async with postgres_schema() as url:
         yield url
 
 

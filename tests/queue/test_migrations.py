@@ -15,7 +15,7 @@ import pytest
 
 from delivery import migrations
 from delivery.queue import sqlite_tx
-from tests.plugins.queue import postgres_schema
+from tests.plugins.postgres import postgres_schema
 
 STEPS = (
     ("CREATE TABLE toy_items (name TEXT PRIMARY KEY, size INTEGER NOT NULL)",),

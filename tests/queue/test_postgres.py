@@ -21,7 +21,8 @@ from delivery.migrations import VERSION_TABLE
 from delivery.queue import model, sql
 from delivery.queue.postgres import PostgresQueueStore
 from delivery.queue.store import StoreError
-from tests.plugins.queue import T0, make_message, make_recipient, postgres_schema
+from tests.plugins.postgres import postgres_schema
+from tests.plugins.queue import T0, make_message, make_recipient
 
 pytestmark = pytest.mark.postgres
 
