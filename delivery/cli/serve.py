@@ -313,7 +313,7 @@ async def api(runtime: Runtime) -> AsyncIterator[None]:
     """
     registry = runtime.require_registry()
     tokens = await bootstrap.load_tokens(registry, runtime.settings.api.tokens)
-    host, port = config.host_port(runtime.settings.api.listen)
+    host, port = config.host_port(runtime.settings.api.listen, allow_port_zero=True)
     handlers = {}
     if runtime.worker is not None:
         handlers.update(api_explain.handlers(runtime.settings, registry, runtime.worker))

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from delivery.registry.service import Registry
-from tests.plugins.api import USING, daemon_environment, free_port, readonly_permissions
+from tests.plugins.api import USING, daemon_environment, readonly_permissions
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -120,7 +120,7 @@ def _start(directory: Path) -> AdminDaemon:
     settings.write_text(
         'hostname = "mta.admin.test"\n'
         f'[store]\nurl = "sqlite://{directory}/data/delivery.db"\n'
-        f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
+        '[api]\nlisten = "127.0.0.1:0"\n'
         f'[[api.tokens]]\nname = "admin"\nsecret = "{ADMIN_TOKEN}"\npermissions = ["*"]\n'
         f'[[api.tokens]]\nname = "reader"\nsecret = "{READER_TOKEN}"\n'
         f"permissions = {_toml_list(reader)}\n"

@@ -190,13 +190,13 @@ def free_port() -> int:
 
 
 def write_settings(directory: Path, *, port: int | None = None, extra: str = "") -> Path:
-    """A settings file for a test daemon: loopback API on ``port`` (default: a free one),
-    store in ``directory``, then the ``extra`` TOML."""
+    """A settings file for a test daemon: loopback API on ``port`` (default 0: the daemon
+    binds a free port and prints it), store in ``directory``, then the ``extra`` TOML."""
     path = directory / "delivery.toml"
     path.write_text(
         'hostname = "mta.test"\n'
         f'[store]\nurl = "sqlite://{directory}/data/delivery.db"\n'
-        f'[api]\nlisten = "127.0.0.1:{port or free_port()}"\n'
+        f'[api]\nlisten = "127.0.0.1:{0 if port is None else port}"\n'
         '[submission]\nlisten = "127.0.0.1:0"\n'
         '[dns]\nnameservers = ["127.0.0.1:53"]\n' + extra
     )
