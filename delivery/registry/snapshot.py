@@ -23,7 +23,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -35,6 +35,7 @@ from delivery.registry.errors import SetError
 from delivery.registry.expressions import CompiledOutbound, compile_outbound
 
 __all__ = [
+    "SNAPSHOT_MAX_DERIVED",
     "ConnectionStrategy",
     "DeliverySchedule",
     "LocalRoute",
@@ -51,6 +52,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("delivery.registry")
+
+SNAPSHOT_MAX_DERIVED: Final = 1000
+"""Values a snapshot keeps for `Snapshot.derived`: expression results are names of objects in
+practice, a few dozen; an expression that returns, say, the recipient domain must not make a
+long-lived snapshot grow with every domain seen."""
 
 TlsMode = Literal["optional", "require", "disable"]
 
@@ -214,6 +220,7 @@ class VirtualQueue:
 
 ManagedObject = TlsStrategy | Route | ConnectionStrategy | DeliverySchedule | VirtualQueue
 _T = TypeVar("_T", bound=ManagedObject)
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +236,20 @@ class Snapshot:
     problems: tuple[str, ...] = ()
     """Stored objects left out or replaced by defaults, as sentences for /healthz and logs."""
     _warned: set[tuple[str, str]] = field(default_factory=set, compare=False, repr=False)
+    _derived: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def derived(self, key: Hashable, make: Callable[[], _V], /) -> _V:
+        """``make()``, computed once per snapshot and ``key``: a snapshot never changes, so
+        neither does a value computed from it alone (the planner's choice of objects for an
+        expression's result, made for every message). ``key`` must say what ``make`` makes.
+        Past `SNAPSHOT_MAX_DERIVED` keys, ``make`` runs at every call."""
+        try:
+            found: _V = self._derived[key]
+        except KeyError:
+            found = make()
+            if len(self._derived) < SNAPSHOT_MAX_DERIVED:
+                self._derived[key] = found
+        return found
 
     def tls_strategy(self, name: str, /) -> TlsStrategy:
         """The MtaTlsStrategy an expression named, or the built-in defaults."""
