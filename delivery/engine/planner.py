@@ -221,7 +221,25 @@ def _select(
     find: Callable[[str], T],
     /,
 ) -> Selection[T]:
-    """The object an expression's ``result`` names (see `Selection`)."""
+    """The object an expression's ``result`` names (see `Selection`).
+
+    Made once per snapshot and name (`Snapshot.derived`): every message asks for a few.
+    """
+    if not isinstance(result, str):  # not a name (nor always hashable): the default
+        return _selection(snapshot, expression, result, find)
+    return snapshot.derived(
+        ("planner.select", expression, result),
+        lambda: _selection(snapshot, expression, result, find),
+    )
+
+
+def _selection(
+    snapshot: registry.Snapshot,
+    expression: Expression,
+    result: expr.Value,
+    find: Callable[[str], T],
+    /,
+) -> Selection[T]:
     name = expr.result_name(result) or DEFAULT_NAME
     found = (_TYPE_NAMES[expression], name.lower()) in snapshot.objects
     return Selection(expression, result, name, not found, find(name))
@@ -238,6 +256,17 @@ def plan_recipient(
     snapshot: registry.Snapshot, /, *, route: expr.Value, schedule: expr.Value
 ) -> RecipientPlan:
     """plan_recipient - the route, schedule and virtual queue the rcpt expressions returned."""
+    if not (isinstance(route, str) and isinstance(schedule, str)):
+        return _recipient_plan(snapshot, route, schedule)
+    return snapshot.derived(  # made once per snapshot and pair of names
+        ("planner.plan_recipient", route, schedule),
+        lambda: _recipient_plan(snapshot, route, schedule),
+    )
+
+
+def _recipient_plan(
+    snapshot: registry.Snapshot, route: expr.Value, schedule: expr.Value, /
+) -> RecipientPlan:
     chosen_schedule = select_schedule(snapshot, schedule)
     return RecipientPlan(
         route=_select(snapshot, "route", route, snapshot.route),

@@ -167,6 +167,26 @@ def test_a_result_that_is_not_a_name_selects_default(result: expr.Value) -> None
     assert "not a name" in plan.tls.explain()
 
 
+def test_a_choice_is_made_once_per_snapshot_and_equals_a_fresh_one() -> None:
+    snapshot = make_snapshot(objects=[("MtaTlsStrategy", {"name": "strict"})])
+    first = planner.plan_recipient(snapshot, route="mx", schedule="remote")
+    assert planner.plan_recipient(snapshot, route="mx", schedule="remote") is first
+    fresh = planner.plan_recipient(make_snapshot(), route="mx", schedule="remote")
+    assert fresh == first and fresh is not first
+    assert planner.select_tls(snapshot, "strict") is planner.select_tls(snapshot, "strict")
+    assert planner.select_tls(snapshot, "STRICT").name == "STRICT"  # names as returned
+    assert planner.select_tls(snapshot, ["strict"]).name == "default"  # not hashable: no memo
+
+
+def test_a_snapshot_keeps_a_bounded_number_of_choices() -> None:
+    snapshot = make_snapshot()
+    for n in range(registry.SNAPSHOT_MAX_DERIVED + 10):  # e.g. a tls expression `rcpt_domain`
+        planner.select_tls(snapshot, f"domain{n}.example")
+    assert len(snapshot._derived) == registry.SNAPSHOT_MAX_DERIVED
+    late = planner.select_tls(snapshot, "late.example")
+    assert late.name == "late.example" and late.builtin  # still chosen right, just not kept
+
+
 HOST_CASES = [  # (label, tls name, policy, relay, tls mode, verification, refused)
     ("optional", "default", NO_POLICY, None, "opportunistic", "pkix", False),
     ("require", "strict", NO_POLICY, None, "required", "pkix", False),
