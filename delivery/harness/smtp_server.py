@@ -141,7 +141,8 @@ class SmtpReceiver:
         ``hostname`` by ``factory``, in the kind the mode names.
     :param factory: the certificate factory that makes the credential when none is given.
     :param script: what to do at each stage; assign `script` to change it (each connection
-        follows the script in force when it was accepted).
+        follows the script in force when it was accepted; `end_sessions` closes the open ones,
+        so that a client's pooled connections do not keep the old script).
     :param extensions: the ESMTP keywords to advertise.
     :param limits: caps on lines, messages, recipients, errors, idle time.
     :param sock: an already bound listening socket to serve on (``host``/``port`` ignored):
@@ -185,6 +186,7 @@ class SmtpReceiver:
         self._changed: asyncio.Condition | None = None
         self._address: tuple[str, int] | None = None
         self._stopping = False
+        self._ended: set[asyncio.Task[None]] = set()
 
     # ---- what a test reads ----------------------------------------------------------------
 
@@ -287,6 +289,15 @@ class SmtpReceiver:
             await self._server.wait_closed()
             self._server = None
 
+    async def end_sessions(self) -> None:
+        """Close every open session and keep listening, as a server restarted with a new
+        configuration would: a client must connect again, under the current `script`."""
+        tasks = list(self._tasks)
+        self._ended.update(tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def __aenter__(self) -> SmtpReceiver:
         await self.start()
         return self
@@ -337,10 +348,11 @@ class SmtpReceiver:
         except asyncio.CancelledError:
             # stop() cancels the sessions it owns; ending quietly is the point. Python 3.11's
             # stream callback would otherwise log a cancelled client task as an error.
-            if not self._stopping:
+            if not self._stopping and task not in self._ended:
                 raise
         finally:
             self._tasks.discard(task)
+            self._ended.discard(task)
 
     async def _converse(
         self,

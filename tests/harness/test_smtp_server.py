@@ -256,6 +256,24 @@ async def test_the_script_can_change_between_connections(make_receiver: MakeRece
     assert mx.connections == 2
 
 
+async def test_end_sessions_closes_open_connections_and_keeps_listening(
+    make_receiver: MakeReceiver,
+) -> None:
+    mx = await make_receiver(MX, script=Script(mail=Step(Reply(451, "4.3.0 later"))))
+    held = client(mx)
+    await held.connect()
+    with pytest.raises(aiosmtplib.SMTPSenderRefused):
+        await held.sendmail("a@x.test", ["b@y.test"], b"x\r\n")
+    mx.script = Script()
+    await mx.end_sessions()  # the held connection would keep the 451 script
+    with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+        await held.noop()
+    async with client(mx) as smtp:
+        await smtp.sendmail("a@x.test", ["b@y.test"], b"x\r\n")
+    await mx.wait_for_messages(1)
+    assert mx.connections == 2 and all(session.closed for session in mx.sessions[:1])
+
+
 async def test_awaiting_messages_is_an_event(make_receiver: MakeReceiver) -> None:
     mx = await make_receiver(MX)
 

@@ -99,6 +99,7 @@ async def test_retry_delivers_a_deferred_message_now(queue_daemon: QueueDaemon) 
     message_id = await d.deferred("alice@origin.test", "bob@dest.test")
     mx = d.lab.mx("mx1.dest.test")
     mx.script = smtp_script.DEFAULT_SCRIPT  # the MX accepts from now on
+    await mx.end_sessions()  # also on the connection the engine keeps from the deferral
 
     result = await d.cli("retry", message_id)
     assert result.exit_code == 0, result.output
@@ -116,6 +117,7 @@ async def test_retry_all_deferred(queue_daemon: QueueDaemon) -> None:
     second = await d.deferred("carol@origin.test", "dan@dest.test")
     mx = d.lab.mx("mx1.dest.test")
     mx.script = smtp_script.DEFAULT_SCRIPT
+    await mx.end_sessions()
 
     result = await d.cli("retry", "--all-deferred")
     assert result.exit_code == 0, result.output
