@@ -689,7 +689,9 @@ class Worker:
             deadline = asyncio.timeout(self._attempt_timeout_ms / 1000)
             try:
                 async with deadline:
-                    body = await self._store.load_body(lease.message.id)
+                    body = lease.body  # small bodies come with the lease: no store call
+                    if body is None:
+                        body = await self._store.load_body(lease.message.id)
                     await self._deliver(lease, snapshot, body, results)
             except TimeoutError:
                 if not deadline.expired():
