@@ -199,6 +199,9 @@ class PolicyType(enum.StrEnum):
 
 def _clean(text: str, limit: int = TLSRPT_MAX_DETAIL_CHARS) -> str:
     """Untrusted text made safe for a report or a header: no controls, capped."""
+    if text.isprintable():  # no controls to replace (the usual case: skip the regex, as
+        # every TLS session's failure detail passes here)
+        return text.strip()[:limit]
     return _CONTROL.sub(" ", text).strip()[:limit]
 
 

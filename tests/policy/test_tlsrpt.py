@@ -215,6 +215,21 @@ def test_failure_detail_strings_are_capped() -> None:
     assert len(detail.failure_reason_code) == tlsrpt.TLSRPT_MAX_DETAIL_CHARS
 
 
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("mx1 ESMTP ready", "mx1 ESMTP ready"),
+        ("  padded  ", "padded"),
+        ("a\r\nBcc: x@evil.test", "a  Bcc: x@evil.test"),
+        ("tab\there\x7f\x00", "tab here"),
+        ("\u00e9t\u00e9\u00a0ok\u2028", "\u00e9t\u00e9\u00a0ok"),  # not ASCII: kept but stripped
+    ],
+)
+def test_failure_detail_strings_lose_their_control_characters(given: str, kept: str) -> None:
+    detail = FailureDetail(ResultType.VALIDATION_FAILURE, receiving_mx_helo=given)
+    assert detail.receiving_mx_helo == kept
+
+
 # ---- aggregation -----------------------------------------------------------------------------
 
 
