@@ -44,7 +44,7 @@ from delivery.api import explain as api_explain
 from delivery.api import queue as api_queue
 from delivery.dns import names as dns_names
 from delivery.engine import attempt as engine_attempt
-from delivery.engine import intake
+from delivery.engine import eventloop, intake
 from delivery.engine import metrics as engine_metrics
 from delivery.engine import worker as engine_worker
 from delivery.errors import ConfigError, DeliveryError
@@ -407,7 +407,7 @@ def serve(cfg: str | None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     try:
-        asyncio.run(_main(settings))
+        eventloop.run(_main(settings))  # uvloop when installed
     except (OSError, DeliveryError) as exc:
         click.echo(f"error: cannot start: {exc}", err=True)
         sys.exit(1)
