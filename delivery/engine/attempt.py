@@ -524,12 +524,12 @@ class Attempt:
         hosts, implicit = found
         self._mx_hosts = hosts
         self._mx_security = planner.mx_security(answer, implicit=implicit)
-        per_host = await asyncio.gather(
-            *(
-                self._addresses(host, route.ip_lookup_strategy, route.max_multihomed)
-                for host in hosts
-            )
-        )
+        lookups = [
+            self._addresses(host, route.ip_lookup_strategy, route.max_multihomed) for host in hosts
+        ]
+        # One host (the common case) is awaited as is: its cached addresses come without a
+        # task or a loop turn; several are looked up concurrently.
+        per_host = [await lookups[0]] if len(lookups) == 1 else await asyncio.gather(*lookups)
         candidates = [c for group in per_host for c in group]
         if not candidates:
             problem = (
@@ -564,10 +564,7 @@ class Attempt:
     async def _addresses(
         self, host: str, strategy: planner.IpLookupStrategy, max_multihomed: int
     ) -> list[_Candidate]:
-        families = planner.address_families(strategy)
-        lookups: list[DnsResult[str]] = await asyncio.gather(
-            *(self._resolver.a(host) if f == "A" else self._resolver.aaaa(host) for f in families)
-        )
+        lookups = await self._resolver.addresses(host, planner.address_families(strategy))
         found = planner.host_addresses(host, lookups, max_multihomed=max_multihomed, rng=self._rng)
         if found is None:
             return []
@@ -707,7 +704,8 @@ class Attempt:
             self._sts_lookup = await self._mta_sts.policy_for(
                 self.job.domain, timeout_ms=timeout_ms
             )
-            log.debug("%s", self._sts_lookup.describe())
+            if log.isEnabledFor(logging.DEBUG):  # describe() builds sentences: not per message
+                log.debug("%s", self._sts_lookup.describe())
         return self._sts_lookup
 
     async def _dane(
