@@ -40,7 +40,11 @@ def normalise(body: bytes, /) -> bytes:
     >>> normalise(b"a\\rb\\n")
     b'a\\r\\nb\\r\\n'
     """
-    normalised = _LINE_ENDING.sub(b"\r\n", body)
+    crlf = body.count(b"\r\n")
+    if crlf == body.count(b"\r") == body.count(b"\n"):  # CRLF only: nothing to change
+        normalised = body
+    else:
+        normalised = _LINE_ENDING.sub(b"\r\n", body)
     if normalised and not normalised.endswith(b"\r\n"):
         normalised += b"\r\n"
     return normalised
@@ -66,4 +70,6 @@ def sized_data(body: bytes, /) -> tuple[int, bytes]:
     # Normalise first: after this, "\n" only occurs as part of CRLF, so the
     # MULTILINE "^" below sees exactly the line starts the server will see.
     normalised = normalise(body)
+    if not normalised.startswith(b".") and b"\n." not in normalised:
+        return len(normalised), normalised + END_OF_DATA  # no line starts with a dot
     return len(normalised), _LEADING_DOT.sub(b"..", normalised) + END_OF_DATA

@@ -261,6 +261,11 @@ class _Wire(asyncio.Protocol):
         self._writable.set()
         self._wake()
 
+    @property
+    def writable(self) -> bool:
+        """False while the transport's buffer is above its high-water mark."""
+        return self._writable.is_set()
+
     def pause_writing(self) -> None:
         self._writable.clear()
 
@@ -291,6 +296,19 @@ class _Wire(asyncio.Protocol):
         if self.gone or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("the connection is closed")
         self.transport.write(data)
+        await self.drained()
+
+    def write_now(self, data: bytes) -> bool:
+        """Write `data` if the connection is open and its buffer below the mark: True when
+        nothing is left to wait for; False when nothing was written (use `send`)."""
+        transport = self.transport
+        if self.gone or transport is None or transport.is_closing() or not self._writable.is_set():
+            return False
+        transport.write(data)
+        return True
+
+    async def drained(self) -> None:
+        """Wait until the transport's buffer has drained below its mark."""
         await self._writable.wait()
         if self.gone:
             raise ConnectionResetError("the server closed the connection")
@@ -745,9 +763,7 @@ class SmtpSession:
         if not accepted:
             await self._end_empty_data()
             return TransactionResult(addresses, mail, tuple(rcpts), data, ())
-        await self._bounded(
-            self._wire.send(content), "data", timeouts.data, "accept the message content"
-        )
+        await self._write(content, "data", timeouts.data, "accept the message content")
         if self.lmtp:  # RFC 2033 §4.2: one reply per accepted recipient, in RCPT order
             final = [
                 (a, self._check_class(await self._read_end_of_data(), "dot", "the end of data"))
@@ -808,7 +824,7 @@ class SmtpSession:
         """Write a pipelined group (RSET first if asked, then MAIL, RCPTs, DATA); read the
         RSET reply, if any, and return the MAIL FROM reply."""
         timeouts = self._timeouts
-        await self._bounded(self._wire.send(group), "mail", timeouts.mail_from, "accept MAIL FROM")
+        await self._write(group, "mail", timeouts.mail_from, "accept MAIL FROM")
         if reset_first:
             reset = await self._read("rset", timeouts.ehlo, "answer RSET")
             if not reset.is_success:
@@ -1035,7 +1051,17 @@ class SmtpSession:
             raise
 
     async def _read(self, phase: Phase, timeout_ms: int, what: str) -> Reply:
+        replies = self._wire.replies
+        if replies:  # already received (a pipelined group's replies come together): no timer
+            return replies.popleft()
         return await self._bounded(self._wire.next_reply(), phase, timeout_ms, what)
+
+    async def _write(self, data: bytes, phase: Phase, timeout_ms: int, what: str) -> None:
+        """Send `data` within `timeout_ms`; a write that needs no waiting arms no timer."""
+        if not self._wire.write_now(data):
+            await self._bounded(self._wire.send(data), phase, timeout_ms, what)
+        elif not self._wire.writable:
+            await self._bounded(self._wire.drained(), phase, timeout_ms, what)
 
     async def _read_end_of_data(self) -> Reply:
         return await self._read("dot", self._timeouts.data, "answer the end of data")
