@@ -44,7 +44,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from os import PathLike
 from types import TracebackType
-from typing import assert_never
+from typing import assert_never, cast
 
 from delivery.errors import ConfigError
 from delivery.queue import model
@@ -106,8 +106,8 @@ class _Wire(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; not an asyncio.Transport instance under uvloop (the daemon's loop).
+        self.transport = cast(asyncio.Transport, transport)
         self._on_connect(self)
 
     def data_received(self, data: bytes) -> None:
