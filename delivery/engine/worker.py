@@ -8,8 +8,9 @@ evaluates ``route`` and ``schedule`` for its recipients (rcpt variables), runs o
 call for queued in the same transaction (a DSN only with the outcomes it reports on: an
 outcome refused because the lease lapsed is reported by whoever holds the recipient now).
 Jobs that finish while a record is being written share the next write (`recorder.Recorder`,
-group commit); each still waits for its own outcomes to be durable before it logs them.
-It wakes when `wake` is called (new mail), when a job ends, when the next recipient is due
+group commit); each still waits for its own outcomes to be durable before it logs them, but
+gives its place among ``threadsPerNode`` back as soon as its delivery is over.
+It wakes when `wake` is called (new mail), when a delivery ends, when the next recipient is due
 (`QueueStore.due_soonest`), and at least every ``poll_interval_ms`` (mail queued by another
 process). A virtual queue found with nothing due is not asked again until `wake`, a timed
 wait's end or a poll interval later, however often jobs end: each lease is a write
@@ -279,6 +280,14 @@ class Settlement:
     will_retry_until: int | None
 
 
+@dataclass(slots=True)
+class _Slot:
+    """A job's place among its virtual queue's ``threadsPerNode``, given back once."""
+
+    queue: str
+    held: bool = True
+
+
 _Settling = tuple[model.QueuedRecipient, Settlement, attempt.RecipientResult | None]
 """A leased recipient, what `settle` decided for it, and its attempt's result (if any)."""
 
@@ -454,7 +463,8 @@ class Worker:
         ends (something may be due). A lease is a write transaction, empty or not."""
         self._running: collections.Counter[str] = collections.Counter()
         self.peak: collections.Counter[str] = collections.Counter()
-        """Most jobs that ran at once, per virtual queue name, since start (for metrics)."""
+        """Most deliveries under way at once, per virtual queue name, since start (for
+        metrics); a job that only waits for its outcomes to be written no longer counts."""
         self._jobs: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -657,25 +667,36 @@ class Worker:
         return since is not None and asyncio.get_running_loop().time() - since < self._poll_s
 
     def _spawn(self, lease: model.Lease) -> None:
-        queue = lease.recipients[0].queue
-        self._running[queue] += 1
-        self.peak[queue] = max(self.peak[queue], self._running[queue])
+        slot = _Slot(lease.recipients[0].queue)
+        self._running[slot.queue] += 1
+        self.peak[slot.queue] = max(self.peak[slot.queue], self._running[slot.queue])
         task = asyncio.create_task(
-            self._job(lease), name=f"delivery {lease.message.id} {lease.domain}"
+            self._job(lease, slot), name=f"delivery {lease.message.id} {lease.domain}"
         )
         self._jobs.add(task)
 
         def done(task: asyncio.Task[None]) -> None:
             self._jobs.discard(task)
-            self._running[queue] -= 1
-            self._wakeup.set()
+            self._free(slot)
 
         task.add_done_callback(done)
 
+    def _free(self, slot: _Slot) -> None:
+        """Give the job's place in its virtual queue back (once), and look for more work."""
+        if slot.held:
+            slot.held = False
+            self._running[slot.queue] -= 1
+            self._wakeup.set()
+
     # ---- one job ----------------------------------------------------------------------------
 
-    async def _job(self, lease: model.Lease) -> None:
+    async def _job(self, lease: model.Lease, slot: _Slot) -> None:
         """Deliver one lease and record the outcomes; the outermost guard of an attempt.
+
+        The job holds its place in the virtual queue (``slot``) while it delivers, and gives it
+        back before it waits for its outcomes to be written: ``threadsPerNode`` bounds the
+        deliveries under way, and the jobs that wait for one shared write (`recorder`) let as
+        many new deliveries start meanwhile.
 
         Cancelled (by `stop`) before its outcomes reached the store, the job records what is
         final and hands the rest back (`_abandon`); once they reach the store, the record runs
@@ -709,6 +730,7 @@ class Worker:
                     lease.domain,
                 )
                 problem = f"internal error during the attempt: {exc!r}"
+            self._free(slot)  # the delivery is over: what is left is bookkeeping
             now = self._clock()
             settlements = await self._settlements(lease, snapshot, results, problem, now)
             record = await self._prepare(lease, snapshot, settlements, body, now)
