@@ -14,7 +14,9 @@ It wakes when `wake` is called (new mail), when a delivery ends, when the next r
 (`QueueStore.due_soonest`), and at least every ``poll_interval_ms`` (mail queued by another
 process). A virtual queue found with nothing due is not asked again until `wake`, a timed
 wait's end or a poll interval later, however often jobs end: each lease is a write
-transaction, and an empty one is as dear as a full one.
+transaction, and an empty one is as dear as a full one. While a queue with work has no room
+left, the loop waits for a delivery to end (or a poll interval) without asking when the
+next recipient is due.
 
 After an attempt (`settle`, pure):
     delivered   DELIVERED; a success DSN when NOTIFY=SUCCESS asked for one (``delivered``
@@ -278,6 +280,10 @@ class Settlement:
     """The outcome recorded (an expired delay becomes a failure)."""
     dsn: dsn.DsnAction | None
     will_retry_until: int | None
+
+
+_Round = Literal["leased", "full", "idle"]
+"""What a lease round did (`Worker._lease_round`)."""
 
 
 @dataclass(slots=True)
@@ -589,10 +595,14 @@ class Worker:
     async def _loop(self) -> None:
         while not self._stopping:
             self._wakeup.clear()
-            leased = False
             try:
-                leased = await self._lease_round()
-                delay = 0.0 if leased else await self._idle_seconds()
+                match await self._lease_round():
+                    case "leased":
+                        delay = 0.0
+                    case "full":  # a delivery that ends wakes the loop; no store call needed
+                        delay = self._poll_s
+                    case "idle":
+                        delay = await self._idle_seconds()
             except queue_store.QueueError as exc:
                 log.error("cannot take work from the queue: %s", exc)
                 delay = self._poll_s
@@ -614,8 +624,9 @@ class Worker:
             return self._poll_s
         return min(self._poll_s, (due - now) / 1000)
 
-    async def _lease_round(self) -> bool:
-        """Lease what each virtual queue has room for; True when anything was leased."""
+    async def _lease_round(self) -> _Round:
+        """Lease what each virtual queue has room for: ``leased`` when anything was, else
+        ``full`` when a queue with work had no room left, else ``idle``."""
         snapshot = self._registry.snapshot()
         now = self._clock()
         leased, saturated = False, False
@@ -659,7 +670,9 @@ class Worker:
                     if lease.recipients[0].queue not in known:
                         self._spawn(lease)
                         leased = True
-        return leased
+        if leased:
+            return "leased"
+        return "full" if saturated else "idle"
 
     def _is_drained(self, queue: str) -> bool:
         """The queue had nothing due when last asked, less than a poll interval ago."""
