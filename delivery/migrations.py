@@ -8,6 +8,10 @@ and runs the steps above it in order, then records the new version: a failing st
 database as it was. Works the same on both databases through a `Session`: `SqliteSession` (in
 the caller's ``BEGIN IMMEDIATE``) or `PostgresSession` (in the caller's ``conn.transaction()``).
 
+Sessions are also what the stores run their own statements through (execute, execute_many,
+fetch): each store's logic is written once against `Session`, and only how it opens, gets a
+transaction and maps errors differs between SQLite and PostgreSQL.
+
     async with transaction() as conn:           # the store's own write transaction
         await migrations.migrate(
             migrations.PostgresSession(conn), component="queue", steps=STEPS,
@@ -109,14 +113,28 @@ class Migrated:
 
 
 class Session(Protocol):
-    """One connection inside the caller's write transaction, as the runner needs it."""
+    """One connection inside the caller's transaction: what the stores and the runner use.
+
+    Every store (queue, registry, TLS reports) writes its statements once, with ``:name``
+    parameters, and runs them through a session; only how a transaction is had differs by
+    database. Rows are sequences in the statement's column order (sqlite3 tuples, asyncpg
+    Records).
+    """
 
     async def lock(self) -> None:
         """Serialize migrations with other processes for the rest of the transaction."""
         ...
 
-    async def execute(self, statement: str, params: Mapping[str, Any] | None = None, /) -> None:
-        """Run one statement with ``:name`` parameters."""
+    async def execute(self, statement: str, params: Mapping[str, Any] | None = None, /) -> int:
+        """Run one statement with ``:name`` parameters; the rows it changed (0 for DDL)."""
+        ...
+
+    async def execute_many(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> None:
+        """Run one statement per parameter set, in one call (pipelined); nothing is counted."""
+        ...
+
+    async def execute_each(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> int:
+        """Run one statement per parameter set; the rows they changed in total."""
         ...
 
     async def fetch(
@@ -131,7 +149,11 @@ class Session(Protocol):
 
 
 class SqliteSession:
-    """`Session` on an aiosqlite connection inside ``BEGIN IMMEDIATE``."""
+    """`Session` on an aiosqlite connection inside ``BEGIN IMMEDIATE``.
+
+    Each method is one call on aiosqlite's thread (one hand-off): a cursor is not closed
+    (that would be a second one); sqlite3 has already reset a statement it ran to its end.
+    """
 
     def __init__(self, db: aiosqlite.Connection, /) -> None:
         self._db = db
@@ -139,20 +161,38 @@ class SqliteSession:
     async def lock(self) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` holds the database's one write lock."""
 
-    async def execute(self, statement: str, params: Mapping[str, Any] | None = None, /) -> None:
+    async def execute(self, statement: str, params: Mapping[str, Any] | None = None, /) -> int:
         """Run one statement; see `Session.execute`."""
-        await self._db.execute(statement, params or {})
+        cursor = await self._db.execute(statement, _sqlite(params))
+        return max(cursor.rowcount, 0)  # -1: not an INSERT, UPDATE or DELETE
+
+    async def execute_many(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> None:
+        """Run one statement per parameter set; see `Session.execute_many`."""
+        if params:
+            await self._db.executemany(statement, [_sqlite(p) for p in params])
+
+    async def execute_each(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> int:
+        """Run one statement per parameter set, counted; see `Session.execute_each`."""
+        if not params:
+            return 0
+        cursor = await self._db.executemany(statement, [_sqlite(p) for p in params])
+        return max(cursor.rowcount, 0)  # executemany sums the rows each run changed
 
     async def fetch(
         self, statement: str, params: Mapping[str, Any] | None = None, /
     ) -> list[Sequence[Any]]:
         """Run one query; see `Session.fetch`."""
-        return list(await self._db.execute_fetchall(statement, params or {}))
+        return list(await self._db.execute_fetchall(statement, _sqlite(params)))
 
     async def has_table(self, name: str, /) -> bool:
         """True when the table exists; see `Session.has_table`."""
         statement = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"
         return bool(await self.fetch(statement, {"name": name}))
+
+
+def _sqlite(params: Mapping[str, Any] | None, /) -> dict[str, Any] | None:
+    """``params`` as sqlite3 binds named parameters: from a dict (the callers' own, not copied)."""
+    return params if params is None or type(params) is dict else dict(params)
 
 
 class PostgresSession:
@@ -165,10 +205,26 @@ class PostgresSession:
         """Take `MIGRATION_LOCK_KEY` until the transaction ends; see `Session.lock`."""
         await self._conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
 
-    async def execute(self, statement: str, params: Mapping[str, Any] | None = None, /) -> None:
+    async def execute(self, statement: str, params: Mapping[str, Any] | None = None, /) -> int:
         """Run one statement; see `Session.execute`."""
         text, names = pg.statement(statement)
-        await self._conn.execute(text, *pg.arguments(names, params or {}))
+        tag: str = await self._conn.execute(text, *pg.arguments(names, params or {}))
+        count = tag.rpartition(" ")[2]  # "UPDATE 3", "INSERT 0 1"; "CREATE TABLE": none
+        return int(count) if count.isdigit() else 0
+
+    async def execute_many(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> None:
+        """Run one statement per parameter set, pipelined; see `Session.execute_many`."""
+        if params:
+            text, names = pg.statement(statement)
+            await self._conn.executemany(text, [pg.arguments(names, p) for p in params])
+
+    async def execute_each(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> int:
+        """One round trip per parameter set, for the counts (asyncpg's pipelined
+        ``executemany`` reports none); see `Session.execute_each`."""
+        changed = 0
+        for one in params:
+            changed += await self.execute(statement, one)
+        return changed
 
     async def fetch(
         self, statement: str, params: Mapping[str, Any] | None = None, /

@@ -28,6 +28,7 @@ schema newer than `SCHEMA_VERSION` is refused at open, not guessed at.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -37,6 +38,7 @@ from delivery.queue import model
 
 __all__ = [
     "BASELINE_TABLE",
+    "BODY_READ_CHUNK",
     "CANCEL",
     "CLAIM",
     "COMPONENT",
@@ -65,12 +67,12 @@ __all__ = [
     "RETRY_NOW",
     "SCHEDULED_OF_MESSAGE",
     "SCHEMA_VERSION",
-    "SELECT_BODY",
     "SELECT_MESSAGE",
     "SELECT_RECIPIENTS",
     "SQLITE",
     "UNFINISHED",
     "Dialect",
+    "bodies_params",
     "held_by_token",
     "lease_candidates",
     "leases_from_rows",
@@ -81,6 +83,7 @@ __all__ = [
     "recipient_from_row",
     "recipient_params",
     "scheduled_of_message",
+    "select_bodies",
     "steps",
     "update_params",
 ]
@@ -298,7 +301,30 @@ CANCEL: Final = f"""UPDATE queue_recipients SET
     lease_owner = NULL, lease_token = NULL, lease_until = NULL
     WHERE message_id = :message_id AND status = '{_SCHEDULED}'"""
 
-SELECT_BODY: Final = "SELECT body FROM queue_bodies WHERE message_id = :message_id"
+
+BODY_READ_CHUNK: Final = 500
+"""Most message ids one `select_bodies` statement binds: well under SQLite's smallest
+parameter limit (999 before 3.32), however many body reads a store grouped."""
+
+
+@functools.cache  # one text per count, and counts go up to BODY_READ_CHUNK
+def select_bodies(count: int, /) -> str:
+    """select_bodies - (message_id, body) of the messages :m0 ... :m<count - 1>.
+
+    ``count`` is at most `BODY_READ_CHUNK`: the ids are bound, only their number varies.
+
+    >>> select_bodies(2)
+    'SELECT message_id, body FROM queue_bodies WHERE message_id IN (:m0, :m1)'
+    """
+    marks = ", ".join(f":m{index}" for index in range(count))
+    return f"SELECT message_id, body FROM queue_bodies WHERE message_id IN ({marks})"
+
+
+def bodies_params(message_ids: Sequence[str], /) -> dict[str, str]:
+    """bodies_params - `select_bodies` parameters for ``message_ids``."""
+    return {f"m{index}": message_id for index, message_id in enumerate(message_ids)}
+
+
 SELECT_MESSAGE: Final = f"SELECT {_MESSAGE_COLUMNS} FROM queue_messages WHERE id = :message_id"
 SELECT_RECIPIENTS: Final = f"""SELECT {_RECIPIENT_COLUMNS} FROM queue_recipients
     WHERE message_id = :message_id ORDER BY id"""

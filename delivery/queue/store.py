@@ -1,8 +1,9 @@
 """The durable queue store contract, shared by the SQLite and PostgreSQL stores.
 
 `QueueStore` is what the submitter, the worker, the API and the CLI use; they never
-see SQL. Implementations: `delivery.queue.sqlite.SqliteQueueStore` (PostgreSQL
-follows with the same statements, `delivery.queue.sql`).
+see SQL. Implementations: `delivery.queue.sqlite.SqliteQueueStore` and
+`delivery.queue.postgres.PostgresQueueStore`, both `delivery.queue.sqlstore.SqlQueueStore`
+(the methods written once, with the statements of `delivery.queue.sql`).
 
 Guarantees every implementation keeps:
     Durable enqueue    `enqueue` returns only after the message is committed and
