@@ -327,7 +327,8 @@ async def profile(bench: Bench, setup: engines.Setup) -> None:
         _say("  (no profile was written)")
         return
     summary = profile_report.summarize(pstats.Stats(str(stats_file)), setup.count)
-    _say(*profile_report.format_summary(summary, indent="  "))
+    loop = str(result.detail.get("loop", "asyncio"))
+    _say(*profile_report.format_summary(summary, indent="  ", loop=loop))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
