@@ -1,7 +1,7 @@
 """The registry store on PostgreSQL (store.py's protocol), through an asyncpg pool.
 
-Several nodes share one database: each opens its own store on it. The tables and statements
-are sql.py's, the same as SQLite's.
+Several nodes share one database: each opens its own store on it. The tables, statements and
+the reads and writes (`sql.Transaction`) are sql.py's, the same as SQLite's.
 
 Transactions:
     read    REPEATABLE READ, READ ONLY: every statement of a /get or a snapshot load sees one
@@ -26,16 +26,15 @@ Limits: `POOL_MAX_CONNECTIONS` per store; `LOCK_TIMEOUT_MS`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
 from delivery import migrations, pg
 from delivery.registry import sql
 from delivery.registry.errors import StoreError
-from delivery.registry.store import StoredObject
 
 __all__ = ["LOCK_TIMEOUT_MS", "POOL_MAX_CONNECTIONS", "WRITE_LOCK", "PostgresStore", "open_store"]
 
@@ -84,111 +83,28 @@ class PostgresStore:
         self._where = where
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[_Session]:
+    async def read(self) -> AsyncIterator[sql.Transaction]:
         """A read transaction (see store.Store.read)."""
         with _translated(self._where):
             async with (
                 self._pool.acquire() as connection,
                 connection.transaction(isolation="repeatable_read", readonly=True),
             ):
-                yield _Session(connection, self._where)
+                yield sql.Transaction(migrations.PostgresSession(connection))
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[_Session]:
+    async def write(self) -> AsyncIterator[sql.Transaction]:
         """A write transaction (see store.Store.write), after every other node's."""
         with _translated(self._where):
             async with self._pool.acquire() as connection, connection.transaction():
                 await connection.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
                 await connection.execute(WRITE_LOCK)
-                yield _Session(connection, self._where)
+                yield sql.Transaction(migrations.PostgresSession(connection))
 
     async def close(self) -> None:
         """Close every connection of the pool."""
         with _translated(self._where):
             await self._pool.close()
-
-
-class _Session:
-    """Statements inside one transaction (store.Reader and store.Writer)."""
-
-    def __init__(self, connection: asyncpg.Connection, where: str) -> None:
-        self._connection = connection
-        self._where = where
-
-    async def state(self, type_name: str, /) -> int:
-        row = await self._one(sql.STATE_OF, {"type": type_name})
-        return int(row[0]) if row else 0
-
-    async def states(self) -> dict[str, int]:
-        rows = await self._all(sql.STATES, {})
-        return {str(type_name): int(state) for type_name, state in rows}
-
-    async def objects(self, type_name: str, /) -> list[StoredObject]:
-        rows = await self._all(sql.OBJECTS_OF, {"type": type_name})
-        return [sql.object_from_row(type_name, str(i), int(seq), text) for i, seq, text in rows]
-
-    async def get_meta(self, key: str, /) -> str | None:
-        row = await self._one(sql.GET_META, {"key": key})
-        return str(row[0]) if row else None
-
-    async def schema_version(self) -> int | None:
-        row = await self._one(sql.SCHEMA_VERSION_GET, {})
-        return int(row[0]) if row else None
-
-    async def next_seq(self) -> int:
-        return await self._returned(sql.NEXT_SEQ, {})
-
-    async def insert(self, type_name: str, obj: StoredObject, name_key: str | None, /) -> None:
-        await self._run(sql.INSERT_OBJECT, sql.object_params(type_name, obj, name_key))
-
-    async def replace(self, type_name: str, obj: StoredObject, /) -> None:
-        await self._run(sql.REPLACE_OBJECT, sql.object_params(type_name, obj, None))
-
-    async def delete(self, type_name: str, object_id: str, /) -> None:
-        await self._run(sql.DELETE_OBJECT, {"type": type_name, "id": object_id})
-
-    async def bump_state(self, type_name: str, /) -> int:
-        return await self._returned(sql.BUMP_STATE, {"type": type_name})
-
-    async def set_meta(self, key: str, value: str, /) -> None:
-        await self._run(sql.SET_META, {"key": key, "value": value})
-
-    async def set_schema_version(self, version: int, /) -> None:
-        await self._run(sql.SCHEMA_VERSION_SET, {"version": version})
-
-    async def migrate(self) -> None:
-        """Bring the tables to the current version (sql.MIGRATIONS), in this transaction.
-
-        :raises StoreError: the tables are newer than this program, or cannot be migrated.
-        """
-        with _translated(self._where):
-            await sql.migrate(migrations.PostgresSession(self._connection))
-
-    async def _returned(self, text: str, params: Mapping[str, Any]) -> int:
-        row = await self._one(text, params)
-        assert row is not None  # RETURNING always yields the row it wrote
-        return int(row[0])
-
-    async def _one(self, text: str, params: Mapping[str, Any]) -> asyncpg.Record | None:
-        query, names = pg.statement(text)
-        with _translated(self._where):
-            row: asyncpg.Record | None = await self._connection.fetchrow(
-                query, *pg.arguments(names, params)
-            )
-        return row
-
-    async def _all(self, text: str, params: Mapping[str, Any]) -> list[asyncpg.Record]:
-        query, names = pg.statement(text)
-        with _translated(self._where):
-            rows: list[asyncpg.Record] = await self._connection.fetch(
-                query, *pg.arguments(names, params)
-            )
-        return rows
-
-    async def _run(self, text: str, params: Mapping[str, Any]) -> None:
-        query, names = pg.statement(text)
-        with _translated(self._where):
-            await self._connection.execute(query, *pg.arguments(names, params))
 
 
 @contextlib.contextmanager

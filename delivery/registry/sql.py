@@ -2,8 +2,9 @@
 
 Every statement uses named ``:name`` parameters and only SQL both databases run the same way
 (``ON CONFLICT ... DO UPDATE ... RETURNING``, columns qualified by their table where
-PostgreSQL would find them ambiguous). SQLite binds ``:name`` itself; the PostgreSQL store
-rewrites each statement with `delivery.pg.statement`.
+PostgreSQL would find them ambiguous). `Transaction`, the store's reads and writes
+(store.Reader and store.Writer), is written once too, over a `delivery.migrations.Session`:
+the SQLite and PostgreSQL stores differ only in how they open and get a transaction.
 
 Tables, all prefixed ``registry_`` (the database is shared with the queue's ``queue_`` and the
 TLS reports' ``tlsrpt_`` tables):
@@ -25,6 +26,7 @@ them (service.py).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from delivery import migrations
@@ -47,6 +49,7 @@ __all__ = [
     "SET_META",
     "STATES",
     "STATE_OF",
+    "Transaction",
     "migrate",
     "object_from_row",
     "object_params",
@@ -139,3 +142,82 @@ def object_from_row(type_name: str, object_id: str, seq: int, data: str, /) -> S
     if not isinstance(parsed, dict):
         raise StoreError(f"{type_name} {object_id} is not a JSON object")
     return StoredObject(object_id, seq, parsed)
+
+
+class Transaction:
+    """The registry tables inside one transaction (store.Reader and store.Writer).
+
+    Database errors propagate as the session raises them: the store maps them to StoreError.
+    """
+
+    def __init__(self, session: migrations.Session, /) -> None:
+        self._session = session
+
+    async def state(self, type_name: str, /) -> int:
+        """See store.Reader.state."""
+        row = await self._one(STATE_OF, {"type": type_name})
+        return int(row[0]) if row else 0
+
+    async def states(self) -> dict[str, int]:
+        """See store.Reader.states."""
+        rows = await self._session.fetch(STATES)
+        return {str(type_name): int(state) for type_name, state in rows}
+
+    async def objects(self, type_name: str, /) -> list[StoredObject]:
+        """See store.Reader.objects."""
+        rows = await self._session.fetch(OBJECTS_OF, {"type": type_name})
+        return [object_from_row(type_name, str(i), int(seq), text) for i, seq, text in rows]
+
+    async def get_meta(self, key: str, /) -> str | None:
+        """See store.Reader.get_meta."""
+        row = await self._one(GET_META, {"key": key})
+        return str(row[0]) if row else None
+
+    async def schema_version(self) -> int | None:
+        """See store.Reader.schema_version."""
+        row = await self._one(SCHEMA_VERSION_GET, {})
+        return int(row[0]) if row else None
+
+    async def next_seq(self) -> int:
+        """See store.Writer.next_seq."""
+        return await self._returned(NEXT_SEQ, {})
+
+    async def insert(self, type_name: str, obj: StoredObject, name_key: str | None, /) -> None:
+        """See store.Writer.insert."""
+        await self._session.execute(INSERT_OBJECT, object_params(type_name, obj, name_key))
+
+    async def replace(self, type_name: str, obj: StoredObject, /) -> None:
+        """See store.Writer.replace."""
+        await self._session.execute(REPLACE_OBJECT, object_params(type_name, obj, None))
+
+    async def delete(self, type_name: str, object_id: str, /) -> None:
+        """See store.Writer.delete."""
+        await self._session.execute(DELETE_OBJECT, {"type": type_name, "id": object_id})
+
+    async def bump_state(self, type_name: str, /) -> int:
+        """See store.Writer.bump_state."""
+        return await self._returned(BUMP_STATE, {"type": type_name})
+
+    async def set_meta(self, key: str, value: str, /) -> None:
+        """See store.Writer.set_meta."""
+        await self._session.execute(SET_META, {"key": key, "value": value})
+
+    async def set_schema_version(self, version: int, /) -> None:
+        """See store.Writer.set_schema_version."""
+        await self._session.execute(SCHEMA_VERSION_SET, {"version": version})
+
+    async def migrate(self) -> None:
+        """Bring the tables to the current version (`MIGRATIONS`), in this transaction.
+
+        :raises StoreError: the tables are newer than this program.
+        """
+        await migrate(self._session)
+
+    async def _returned(self, statement: str, params: Mapping[str, Any], /) -> int:
+        row = await self._one(statement, params)
+        assert row is not None  # RETURNING always yields the row it wrote
+        return int(row[0])
+
+    async def _one(self, statement: str, params: Mapping[str, Any], /) -> Sequence[Any] | None:
+        rows = await self._session.fetch(statement, params)
+        return rows[0] if rows else None

@@ -13,7 +13,7 @@ Outcomes:
     all-or-nothing at the database. Database faults raise StoreError.
 
 Implementations: sqlite.py (SQLite, WAL) and postgres.py (PostgreSQL), over the tables and
-statements of sql.py.
+statements of sql.py; both hand out sql.Transaction, the Reader and Writer written once.
 """
 
 from __future__ import annotations
