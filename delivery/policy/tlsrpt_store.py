@@ -333,7 +333,7 @@ class TlsRptStore:
         try:
             async with store._transaction("open") as session:
                 await migrations.migrate(
-                    session.migrations(),
+                    session,
                     component=COMPONENT,
                     steps=steps(database.dialect),
                     baseline_table=BASELINE_TABLE,
@@ -587,7 +587,7 @@ class TlsRptStore:
     @contextlib.asynccontextmanager
     async def _transaction(
         self, operation: str, *, write: bool = True
-    ) -> AsyncIterator[tlsrpt_db.Session]:
+    ) -> AsyncIterator[migrations.Session]:
         """One transaction (`tlsrpt_db.Database.transaction`: a cancelled caller never leaves
         it open); database errors become TlsRptStoreError naming ``operation``."""
         try:
