@@ -2,8 +2,9 @@
 once with ``:name`` parameters, and the URL as it may be shown.
 
 The registry and TLS-RPT stores (and any store keeping tables in the shared database) open
-their pool with `create_pool`, rewrite their ``:name`` statements with `statement` (cached) and
-bind a parameter dict with `arguments`.
+their pool with `create_pool`; every store runs its ``:name`` statements through
+`delivery.migrations.PostgresSession`, which rewrites them with `statement` (cached) and binds
+a parameter dict with `arguments`.
 
 Outcomes:
     create_pool   an asyncpg pool; a malformed URL raises ConfigError naming ``store.url``;

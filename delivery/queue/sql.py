@@ -6,10 +6,11 @@ differences are confined to the `Dialect` table: the recipient key column, the b
 type, and whether statements lock the rows they read (PostgreSQL's ``FOR UPDATE``,
 ``SKIP LOCKED``; SQLite's ``BEGIN IMMEDIATE`` already excludes every other writer). The
 statements that lock are functions of the dialect (`lease_candidates`, `held_by_token`,
-`scheduled_of_message`); the constants are the SQLite forms. The PostgreSQL store
-rewrites ``:name`` to ``$n`` once, at import (`delivery.pg.statement`). Rows convert to
+`scheduled_of_message`); the constants are the SQLite forms. On PostgreSQL, ``:name``
+becomes ``$n`` once per statement text (`delivery.pg.statement`, cached). Rows convert to
 and from the model here (`message_from_row`, `recipient_params`, ...), so both stores
-read and write the same columns the same way.
+read and write the same columns the same way; the store logic that runs the statements is
+`delivery.queue.sqlstore`.
 
 Tables, all prefixed ``queue_`` (the database is shared with the registry's
 ``registry_`` and the TLS reports' ``tlsrpt_`` tables, and with ``schema_versions``):
