@@ -3,6 +3,8 @@
 Modules (import the module, then use its names: ``from delivery.engine import worker``):
     worker     Worker: leases due recipients per virtual queue, runs attempts, records
                outcomes and DSNs; build_worker(settings, registry, store) for the daemon
+    recorder   Recorder: the outcomes of jobs that finish together in one store write
+    eventloop  run(main): the daemon's event loop (uvloop when installed)
     attempt    Attempt: one delivery attempt for one message, domain and route (Mx, Relay,
                Local), STARTTLS as the TLS plan says, fail-over across hosts and addresses
     planner    pure: what each strategy expression picked, MX order, addresses, TLS plan

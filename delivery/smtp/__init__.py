@@ -7,6 +7,8 @@ Modules (import the module, not its names):
     tls      cached PKIX / unverified client contexts, `peer_chain`, `tls_info`
     session  `SmtpSession`: connect (plain or implicit TLS), EHLO, STARTTLS, AUTH PLAIN/LOGIN
              (inside TLS only), pipelined transaction, RSET, QUIT
+    pool     `ConnectionPool`: idle sessions kept between messages, by `pool_key` (host,
+             address, source, TLS plan, policy domain...), with message, idle and age limits
     server   `ServerDialogue`: the sans-I/O SMTP server core of the submission listener and
              of the harness receivers
     errors   the classified `AttemptError`s each step raises
