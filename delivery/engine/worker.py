@@ -1143,11 +1143,7 @@ def build_worker(
     :param metrics: where the worker counts what it does; None: not counted.
     :raises OSError, ssl.SSLError: ``[tls] ca_file`` cannot be read.
     """
-    resolver = dns_resolver.Resolver(
-        settings.dns.servers(),
-        timeout_ms=settings.dns.timeout_ms,
-        trust_ad=settings.dns.dnssec == "trust-ad",
-    )
+    resolver = dns_resolver.Resolver.from_settings(settings.dns)
     margin = min(LEASE_MARGIN_MS, settings.worker.lease_ms // 4)  # [worker] lease: both
     worker = Worker(
         settings,
