@@ -82,13 +82,29 @@ def parse_when(text: str, /, *, now: datetime.datetime) -> str:
     '2026-01-31T13:30:00Z'
     >>> parse_when("2026-01-31T12:00:00Z", now=datetime.datetime.now(datetime.UTC))
     '2026-01-31T12:00:00Z'
+
+    :raises ValueError: a duration that ends after the year 9999 (no date can say it).
     """
     try:
         ms = durations.parse_duration(text)
     except ValueError:
         return text
-    when = now + datetime.timedelta(milliseconds=ms)
+    try:
+        when = now + datetime.timedelta(milliseconds=ms)
+    except OverflowError:
+        reason = f"{text!r} from now is after the year 9999: give a shorter duration"
+        raise ValueError(reason) from None
     return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _when_option(text: str | None, option: str, /, *, now: datetime.datetime) -> str | None:
+    """A ``--due-*`` option's value for the filter; a usage error naming ``option``."""
+    if text is None:
+        return None
+    try:
+        return parse_when(text, now=now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
 _SPAN_UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
@@ -244,8 +260,8 @@ def list_command(
         "sender": sender,
         "recipient": recipient,
         "queue": queue_name,
-        "dueBefore": parse_when(due_before, now=now) if due_before is not None else None,
-        "dueAfter": parse_when(due_after, now=now) if due_after is not None else None,
+        "dueBefore": _when_option(due_before, "--due-before", now=now),
+        "dueAfter": _when_option(due_after, "--due-after", now=now),
     }
     query = {"filter": {k: v for k, v in conditions.items() if v is not None}, "limit": limit}
     ctx = objects.ApiContext(url, token, cfg, as_json)

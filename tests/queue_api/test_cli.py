@@ -57,6 +57,8 @@ async def test_list_with_each_filter(queue_daemon: QueueDaemon) -> None:
     [
         (["--due-before", "tomorrow"], "--due-before"),
         (["--due-after", "2026-01-31 noon"], "--due-after"),
+        (["--due-before", "100000000h"], "--due-before"),  # past the year 9999
+        (["--due-after", "999999999999d"], "--due-after"),
         (["--status", "stuck"], "--status"),
         (["--limit", "0"], "--limit"),
     ],
