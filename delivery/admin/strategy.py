@@ -365,6 +365,10 @@ async def _post(request: web.Request) -> web.StreamResponse:
     expression = expressions.rules_from_form(form)
     samples = form.get("samples", spec.sample)
     if form.get("action") == "try":
+        if not visit.client.may(TYPE, "Get"):  # as the JSON try: before any dns_query runs
+            return refusal(
+                visit, "Not allowed", f"this token lacks the sys{TYPE}Get permission", status=403
+            )
         admin = request.app[ADMIN_KEY]
         trial = await expressions.try_expression(
             expression, spec.context, samples, env=admin.env, lookup=admin.lookup

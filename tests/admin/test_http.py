@@ -10,14 +10,24 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yarl
 
-from delivery.admin import sessions
-from tests.plugins.api import ADMIN_TOKEN, CREATOR_TOKEN, READONLY_TOKEN, RunningApi
+from delivery import config, expr
+from delivery.admin import AdminOptions, sessions
+from delivery.api import auth, health, metrics, server
+from delivery.registry.service import Registry
+from tests.plugins.api import (
+    ADMIN_TOKEN,
+    CREATOR_PERMISSIONS,
+    CREATOR_TOKEN,
+    READONLY_TOKEN,
+    RunningApi,
+)
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -387,3 +397,50 @@ async def test_every_collection_is_created_through_its_form(
     edited = await _created(api, "MtaRoute", "smarthost")
     assert edited["address"] == "relay2.example" and edited["implicitTls"] is False
     assert edited["authSecret"] == relay["authSecret"]
+
+
+# --- the try-it box asks the daemon's resolver: only for who may read the strategy --------------
+
+
+async def test_the_try_form_runs_no_lookup_for_a_token_that_may_not_read_the_strategy(
+    tmp_path: Path,
+) -> None:
+    asked: list[tuple[str, str]] = []
+
+    async def lookup(name: str, rtype: str) -> expr.Value:
+        asked.append((name, rtype))
+        return ["mx.example"]
+
+    registry = await Registry.open(f"sqlite:///{tmp_path}/delivery.db")
+    tokens = auth.TokenTable.from_settings(
+        [config.ApiToken(name="creator", secret=CREATOR_TOKEN, permissions=CREATOR_PERMISSIONS)]
+    )
+    try:
+        async with (
+            server.ApiServer(
+                registry,
+                tokens,
+                host="127.0.0.1",
+                port=0,
+                health_checks=health.HealthChecks(("store",)),
+                metrics_registry=metrics.MetricsRegistry(),
+                admin_options=AdminOptions(lookup=lookup),
+            ) as listener,
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+        ):
+            client = Client(listener.url, http)
+            await client.sign_in(CREATOR_TOKEN)  # TLS strategies only: not the Strategy page
+            csrf = await client.csrf("/admin/outbound/tls-strategies/new")
+            status, _, _ = await client.post(
+                "/admin/outbound/strategy/route",
+                {
+                    "csrf": csrf,
+                    "action": "try",
+                    "else": "dns_query('probe.example', 'MX')[0]",
+                    "samples": "rcpt_domain=example.com",
+                },
+            )
+    finally:
+        await registry.close()
+    assert status == 403
+    assert asked == []  # refused before the expression ran
