@@ -191,10 +191,13 @@ def _sample_value(raw: str) -> expr.Value:
     if number is not None:
         return number
     if raw.startswith("["):
-        decoded = json.loads(raw)
-        if not isinstance(decoded, list):
-            raise ValueError("not an array")
-        return _array(decoded)
+        try:
+            decoded = json.loads(raw)
+            if not isinstance(decoded, list):
+                raise ValueError("not an array")
+            return _array(decoded)
+        except RecursionError:  # the parser's or _array's depth: refused, never a 500
+            raise ValueError("arrays nested too deeply") from None
     return raw
 
 

@@ -445,10 +445,14 @@ SAMPLE_CASES = [  # (label, text, variables, number of problems)
     ("host variable in rcpt", "mx=a", {}, 1),
     ("no =", "retry_num", {}, 1),
     ("bad array", "recipients=[1,", {}, 1),
+    ("array nested past the JSON parser's depth", "recipients=" + "[" * 5000 + "]" * 5000, {}, 1),
+    ("array nested past Python's depth", "recipients=" + "[" * 990 + "]" * 990, {}, 1),
 ]
 
 
-@pytest.mark.parametrize(("label", "text", "variables", "problems"), SAMPLE_CASES)
+@pytest.mark.parametrize(
+    ("label", "text", "variables", "problems"), SAMPLE_CASES, ids=[c[0] for c in SAMPLE_CASES]
+)
 def test_parse_samples(label: str, text: str, variables: dict[str, Any], problems: int) -> None:
     context = RCPT if "rcpt" in label else HOST
     got, messages = expressions.parse_samples(text, context)
