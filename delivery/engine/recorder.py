@@ -130,8 +130,13 @@ class Recorder:
                 len(batch),
                 exc,
             )
-            for request in batch:
-                await self._write_alone(request)
+            for done, request in enumerate(batch):
+                try:
+                    await self._write_alone(request)
+                except asyncio.CancelledError:  # nobody in the batch may wait forever
+                    for rest in batch[done + 1 :]:
+                        rest.answer.cancel()
+                    raise
             return
         self.writes += 1
         ids = iter(recorded.message_ids)

@@ -17,6 +17,8 @@ from delivery.queue.sqlite import SqliteQueueStore
 
 T0 = 1_700_000_000_000
 LEASE_MS = 60_000
+WAIT_S = 5.0
+"""Bound on a wait that must end at once: a hang fails the test instead of the run."""
 
 
 def new_message(n: int) -> queue_store.NewEntry:
@@ -176,3 +178,46 @@ async def test_a_failed_shared_write_is_made_again_one_job_at_a_time(store: Coun
     assert isinstance(answers[2], model.InvalidEnvelope)
     assert store.record_calls == 4  # the shared write, then each job's own
     assert await statuses(store, [other, good, bad]) == ["delivered", "delivered", "scheduled"]
+
+
+class StallingStore(CountingStore):
+    """Fails every shared write; each job's own write waits until ``go`` is set."""
+
+    entered: asyncio.Event
+    go: asyncio.Event
+
+    async def record(
+        self,
+        updates: object,
+        /,
+        *,
+        notices: object = (),
+    ) -> queue_store.Recorded:
+        assert isinstance(updates, list)
+        if len(updates) > 1:
+            self.record_calls += 1
+            raise queue_store.QueueError("the shared write failed")
+        self.entered.set()
+        await self.go.wait()
+        return await super().record(updates, notices=notices)
+
+
+async def test_no_job_waits_forever_when_the_writer_is_cancelled_one_job_at_a_time(
+    tmp_path: Path,
+) -> None:
+    opened = await StallingStore.open(tmp_path / "queue.db")
+    assert isinstance(opened, StallingStore)
+    opened.entered, opened.go = asyncio.Event(), asyncio.Event()
+    try:
+        leased = await leases(opened, 3)
+        outcomes = recorder.Recorder(opened)
+        jobs = [asyncio.ensure_future(outcomes.record(delivered(lease))) for lease in leased]
+        await opened.entered.wait()  # the shared write failed; the first job's own is under way
+        [writer] = [t for t in asyncio.all_tasks() if t.get_name() == "outcome group commit"]
+        writer.cancel()  # the loop is shutting down
+        done, pending = await asyncio.wait(jobs, timeout=WAIT_S)
+        assert not pending, "a job was left waiting for an answer that never comes"
+        assert all(job.cancelled() for job in done)
+    finally:
+        opened.go.set()
+        await opened.close()
