@@ -20,7 +20,8 @@ Security: callers never see each other's outcomes. A notice must be about update
 caller gave (checked here, per caller: in a shared write the store would also accept one about
 another job's recipients), so it is queued only if that caller's outcomes were applied.
 
-Limits: `MAX_BATCH_UPDATES` bounds one write; outcomes beyond it wait for the next. A caller
+Limits: `MAX_BATCH_UPDATES` bounds one write; outcomes beyond it wait for the next, and so do
+outcomes about a recipient the write already carries (the store answers by recipient id). A caller
 cancelled while waiting does not withdraw its outcomes (they are written, as a job's
 outcomes must be: see worker `_complete`).
 """
@@ -98,18 +99,30 @@ class Recorder:
         try:
             while self._pending:
                 batch: list[_Request] = []
-                size = 0
-                while self._pending and (
-                    not batch or size + len(self._pending[0].updates) <= MAX_BATCH_UPDATES
-                ):
+                ids: set[int] = set()
+                while self._pending and (not batch or self._fits(self._pending[0], ids)):
                     request = self._pending.popleft()
                     batch.append(request)
-                    size += len(request.updates)
+                    ids.update(update.recipient_id for update in request.updates)
                 await self._write(batch)
         except asyncio.CancelledError:  # the loop is shutting down: nobody may wait forever
             while self._pending:
                 self._pending.popleft().answer.cancel()
             raise
+
+    @staticmethod
+    def _fits(request: _Request, ids: set[int]) -> bool:
+        """Whether ``request`` may join a write already carrying the updates of ``ids``.
+
+        Not past `MAX_BATCH_UPDATES`, and never two updates of one recipient (a job whose
+        lease lapsed and the job holding the recipient now): the store answers refusals by
+        recipient id, so in one write the stale one would be told it was recorded, and its
+        notice queued beside the new holder's.
+        """
+        updates = request.updates
+        if len(ids) + len(updates) > MAX_BATCH_UPDATES:
+            return False
+        return all(update.recipient_id not in ids for update in updates)
 
     async def _write(self, batch: list[_Request]) -> None:
         if len(batch) == 1:

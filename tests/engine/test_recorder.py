@@ -221,3 +221,22 @@ async def test_no_job_waits_forever_when_the_writer_is_cancelled_one_job_at_a_ti
     finally:
         opened.go.set()
         await opened.close()
+
+
+async def test_a_lapsed_jobs_outcome_never_shares_a_write_with_the_new_holders(
+    store: CountingStore,
+) -> None:
+    await store.enqueue_many([new_message(1)])
+    [lapsed] = await store.lease_due(now=T0, owner="test", lease_ms=LEASE_MS, limit=1)
+    [holder] = await store.lease_due(now=T0 + LEASE_MS, owner="test", lease_ms=LEASE_MS, limit=1)
+    rid = lapsed.recipients[0].id
+    outcomes = recorder.Recorder(store)
+    answers = await asyncio.gather(
+        outcomes.record(delivered(lapsed), notices=[notice_about(lapsed, frozenset({rid}))]),
+        outcomes.record(delivered(holder)),
+    )
+    # The lapsed job hears its outcome was refused, and its DSN is not queued beside the
+    # holder's outcome (the holder reports on the recipient now).
+    assert answers[0] == queue_store.Recorded(frozenset({rid}), (None,))
+    assert answers[1].refused == frozenset()
+    assert await statuses(store, [holder]) == ["delivered"]
