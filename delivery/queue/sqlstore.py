@@ -175,17 +175,19 @@ class SqlQueueStore(abc.ABC):
         store.check_notices(updates, notices)
         updated = {update.recipient_id for update in updates}
         async with self._transaction("record") as db:
-            held: set[int] = set()
+            # Held by the update's own token: one call carries several leases' outcomes, and
+            # a recipient a lapsed lease lost may be held again by another token in the call.
+            held: set[tuple[int, str]] = set()
             for token in {update.token for update in updates}:
                 rows = await db.fetch(self._held_by_token, {"token": token})
-                held.update(row[0] for row in rows)
-            applied = [update for update in updates if update.recipient_id in held]
+                held.update((row[0], token) for row in rows)
+            applied = [u for u in updates if (u.recipient_id, u.token) in held]
             await db.execute_many(sql.RECORD, [sql.update_params(u) for u in applied])
             accepted = {update.recipient_id for update in applied}
             due = [notice for notice in notices if notice.about <= accepted]
             queued = iter(await _insert(db, [(n.message, n.recipients) for n in due]))
         message_ids = tuple(next(queued) if n.about <= accepted else None for n in notices)
-        return Recorded(refused=frozenset(updated - held), message_ids=message_ids)
+        return Recorded(refused=frozenset(updated - accepted), message_ids=message_ids)
 
     async def release(self, owner: str, /, *, now: int) -> int:
         """Give back every lease of ``owner``; see `QueueStore.release`."""

@@ -438,6 +438,26 @@ async def test_a_lapsed_lease_records_no_dsn(store: QueueStore) -> None:
     assert len(await store.list_messages()) == 1
 
 
+async def test_a_lapsed_outcome_recorded_beside_its_new_holders_token_is_refused(
+    store: QueueStore,
+) -> None:
+    # One record call carries outcomes under several tokens (the worker batches them). The
+    # recipient the slow lease lost is held again, by the token of another update in the same
+    # call: that must not make the slow lease's outcome, or its DSN, count as applied.
+    await store.enqueue(make_message(), [make_recipient("a@example.com")])
+    [slow] = await store.lease_due(now=T0, owner="w", lease_ms=1_000, limit=10)
+    await store.enqueue(make_message(), [make_recipient("b@example.com")])
+    retaken = await store.lease_due(now=T0 + 1_000, owner="w", lease_ms=MINUTE, limit=10)
+    [other] = [lease for lease in retaken if lease.message.id != slow.message.id]
+    [a], [b] = slow.recipients, other.recipients
+
+    result = await store.record([failed(slow, a), delivered(other, b)], notices=[notice(a)])
+
+    assert result.refused == {a.id} and result.message_ids == (None,)
+    [held] = [lease for lease in retaken if lease.message.id == slow.message.id]
+    assert (await store.record([delivered(held, held.recipients[0])])).refused == set()
+
+
 async def test_a_notice_is_queued_only_when_all_it_reports_on_was_recorded(
     store: QueueStore,
 ) -> None:
