@@ -40,7 +40,7 @@ Limits: no downgrade; a step must not depend on data outside its component's tab
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -54,12 +54,17 @@ __all__ = [
     "MIGRATION_LOCK_KEY",
     "VERSION_TABLE",
     "Migrated",
+    "Params",
     "PostgresSession",
     "SchemaTooNew",
     "Session",
     "SqliteSession",
     "migrate",
 ]
+
+Params = dict[str, Any]
+"""A statement's ``:name`` parameters. A dict, not any mapping: sqlite3 binds named parameters
+from a dict only, and the stores pass their own dicts as they are, never copied."""
 
 VERSION_TABLE: Final = "schema_versions"
 """The table holding every component's schema version: component -> version."""
@@ -125,21 +130,19 @@ class Session(Protocol):
         """Serialize migrations with other processes for the rest of the transaction."""
         ...
 
-    async def execute(self, statement: str, params: Mapping[str, Any] | None = None, /) -> int:
+    async def execute(self, statement: str, params: Params | None = None, /) -> int:
         """Run one statement with ``:name`` parameters; the rows it changed (0 for DDL)."""
         ...
 
-    async def execute_many(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> None:
+    async def execute_many(self, statement: str, params: Sequence[Params], /) -> None:
         """Run one statement per parameter set, in one call (pipelined); nothing is counted."""
         ...
 
-    async def execute_each(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> int:
+    async def execute_each(self, statement: str, params: Sequence[Params], /) -> int:
         """Run one statement per parameter set; the rows they changed in total."""
         ...
 
-    async def fetch(
-        self, statement: str, params: Mapping[str, Any] | None = None, /
-    ) -> list[Sequence[Any]]:
+    async def fetch(self, statement: str, params: Params | None = None, /) -> list[Sequence[Any]]:
         """Run one query with ``:name`` parameters and return its rows."""
         ...
 
@@ -161,38 +164,31 @@ class SqliteSession:
     async def lock(self) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` holds the database's one write lock."""
 
-    async def execute(self, statement: str, params: Mapping[str, Any] | None = None, /) -> int:
+    async def execute(self, statement: str, params: Params | None = None, /) -> int:
         """Run one statement; see `Session.execute`."""
-        cursor = await self._db.execute(statement, _sqlite(params))
+        cursor = await self._db.execute(statement, params)
         return max(cursor.rowcount, 0)  # -1: not an INSERT, UPDATE or DELETE
 
-    async def execute_many(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> None:
+    async def execute_many(self, statement: str, params: Sequence[Params], /) -> None:
         """Run one statement per parameter set; see `Session.execute_many`."""
         if params:
-            await self._db.executemany(statement, [_sqlite(p) for p in params])
+            await self._db.executemany(statement, params)
 
-    async def execute_each(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> int:
+    async def execute_each(self, statement: str, params: Sequence[Params], /) -> int:
         """Run one statement per parameter set, counted; see `Session.execute_each`."""
         if not params:
             return 0
-        cursor = await self._db.executemany(statement, [_sqlite(p) for p in params])
+        cursor = await self._db.executemany(statement, params)
         return max(cursor.rowcount, 0)  # executemany sums the rows each run changed
 
-    async def fetch(
-        self, statement: str, params: Mapping[str, Any] | None = None, /
-    ) -> list[Sequence[Any]]:
+    async def fetch(self, statement: str, params: Params | None = None, /) -> list[Sequence[Any]]:
         """Run one query; see `Session.fetch`."""
-        return list(await self._db.execute_fetchall(statement, _sqlite(params)))
+        return list(await self._db.execute_fetchall(statement, params))
 
     async def has_table(self, name: str, /) -> bool:
         """True when the table exists; see `Session.has_table`."""
         statement = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"
         return bool(await self.fetch(statement, {"name": name}))
-
-
-def _sqlite(params: Mapping[str, Any] | None, /) -> dict[str, Any] | None:
-    """``params`` as sqlite3 binds named parameters: from a dict (the callers' own, not copied)."""
-    return params if params is None or type(params) is dict else dict(params)
 
 
 class PostgresSession:
@@ -205,20 +201,20 @@ class PostgresSession:
         """Take `MIGRATION_LOCK_KEY` until the transaction ends; see `Session.lock`."""
         await self._conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
 
-    async def execute(self, statement: str, params: Mapping[str, Any] | None = None, /) -> int:
+    async def execute(self, statement: str, params: Params | None = None, /) -> int:
         """Run one statement; see `Session.execute`."""
         text, names = pg.statement(statement)
         tag: str = await self._conn.execute(text, *pg.arguments(names, params or {}))
         count = tag.rpartition(" ")[2]  # "UPDATE 3", "INSERT 0 1"; "CREATE TABLE": none
         return int(count) if count.isdigit() else 0
 
-    async def execute_many(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> None:
+    async def execute_many(self, statement: str, params: Sequence[Params], /) -> None:
         """Run one statement per parameter set, pipelined; see `Session.execute_many`."""
         if params:
             text, names = pg.statement(statement)
             await self._conn.executemany(text, [pg.arguments(names, p) for p in params])
 
-    async def execute_each(self, statement: str, params: Sequence[Mapping[str, Any]], /) -> int:
+    async def execute_each(self, statement: str, params: Sequence[Params], /) -> int:
         """One round trip per parameter set, for the counts (asyncpg's pipelined
         ``executemany`` reports none); see `Session.execute_each`."""
         changed = 0
@@ -226,9 +222,7 @@ class PostgresSession:
             changed += await self.execute(statement, one)
         return changed
 
-    async def fetch(
-        self, statement: str, params: Mapping[str, Any] | None = None, /
-    ) -> list[Sequence[Any]]:
+    async def fetch(self, statement: str, params: Params | None = None, /) -> list[Sequence[Any]]:
         """Run one query; see `Session.fetch`."""
         text, names = pg.statement(statement)
         return list(await self._conn.fetch(text, *pg.arguments(names, params or {})))

@@ -26,7 +26,7 @@ them (service.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from delivery import migrations
@@ -213,11 +213,11 @@ class Transaction:
         """
         await migrate(self._session)
 
-    async def _returned(self, statement: str, params: Mapping[str, Any], /) -> int:
+    async def _returned(self, statement: str, params: migrations.Params, /) -> int:
         row = await self._one(statement, params)
         assert row is not None  # RETURNING always yields the row it wrote
         return int(row[0])
 
-    async def _one(self, statement: str, params: Mapping[str, Any], /) -> Sequence[Any] | None:
+    async def _one(self, statement: str, params: migrations.Params, /) -> Sequence[Any] | None:
         rows = await self._session.fetch(statement, params)
         return rows[0] if rows else None
