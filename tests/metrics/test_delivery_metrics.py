@@ -123,6 +123,7 @@ async def test_metrics_count_a_batch_of_deliveries(make_lab: MakeLab, tmp_path: 
         ("delayed", "unexpected-reply"): 1,
         ("failed", "unexpected-reply"): 1,
     }
+
     # One per SMTP connection, by how it was protected: as many as the receivers accepted
     # (the second wave may reuse the first wave's pooled connections, or not).
     def connections(*hosts: str) -> int:
