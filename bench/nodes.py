@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import aiosqlite
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from bench.throughput_kit import batch, procs, sink
 from delivery import config as delivery_config
