@@ -648,16 +648,7 @@ class Attempt:
                     outbound.tls, variables, self._env, self._lookup
                 )
             except DnsTempFail as exc:
-                failure = outcome.Failure(
-                    stage=outcome.Stage.HOST,
-                    scope=outcome.Scope.SITE,
-                    soft=True,
-                    status="4.4.3",
-                    kind=LastError.DNS,
-                    reason=f"a strategy expression for {host} needed DNS: {exc}",
-                    remote_host=host,
-                    remote_ip=ip,
-                )
+                failure = outcome.strategy_dns_failure(str(exc), remote_host=host, remote_ip=ip)
                 self._fail([target], failure, final=True)
                 continue
             tls = planner.select_tls(self._snapshot, tls_value)

@@ -847,12 +847,7 @@ class _Walker:
                 outbound.schedule, rcpt_vars, src.env, self.lookup
             )
         except DnsTempFail as exc:
-            failed = outcome.without_host(
-                "delayed",
-                "4.4.3",
-                LastError.DNS,
-                f"the route or schedule expression needed DNS: {exc}",
-            )
+            failed = outcome.routing_dns_deferral(str(exc))
             return self._explanation(
                 Step(StepAction.DEFER, failed.reason, failed.status, failed.kind.value)
             )
@@ -1082,16 +1077,7 @@ class _Walker:
             )
             tls_value = await expr.evaluate_resolving(outbound.tls, host_vars, src.env, self.lookup)
         except DnsTempFail as exc:
-            failure = outcome.Failure(
-                stage=outcome.Stage.HOST,
-                scope=outcome.Scope.SITE,
-                soft=True,
-                status="4.4.3",
-                kind=LastError.DNS,
-                reason=f"a strategy expression for {host} needed DNS: {exc}",
-                remote_host=host,
-                remote_ip=ip,
-            )
+            failure = outcome.strategy_dns_failure(str(exc), remote_host=host, remote_ip=ip)
             return self._bare(host, ip, port, Blocked(failure, final=True))
         shown = {k: host_vars[k] for k in ("mx", "remote_ip", "local_ip")}
         tls = planner.select_tls(src.snapshot, tls_value)

@@ -84,6 +84,8 @@ __all__ = [
     "policy_violation",
     "reply_failure",
     "route_failure",
+    "routing_dns_deferral",
+    "strategy_dns_failure",
     "tls_failure",
     "transport_failure",
     "without_host",
@@ -494,6 +496,38 @@ def tls_failure(reason: str, /, *, remote_host: str, remote_ip: str | None) -> F
         reason=reason,
         remote_host=remote_host,
         remote_ip=remote_ip,
+    )
+
+
+def strategy_dns_failure(detail: str, /, *, remote_host: str, remote_ip: str) -> Failure:
+    """strategy_dns_failure - a host's ``connection`` or ``tls`` expression could not get its
+    ``dns_query`` answer: that host is skipped for now (soft, 4.4.3, ``dns``).
+
+    :param detail: the lookup failure.
+    """
+    return Failure(
+        stage=Stage.HOST,
+        scope=Scope.SITE,
+        soft=True,
+        status="4.4.3",
+        kind=LastError.DNS,
+        reason=f"a strategy expression for {remote_host} needed DNS: {detail}",
+        remote_host=remote_host,
+        remote_ip=remote_ip,
+    )
+
+
+def routing_dns_deferral(detail: str, /) -> Outcome:
+    """routing_dns_deferral - the recipient's ``route`` or ``schedule`` expression could not
+    get its ``dns_query`` answer: nothing was tried, the recipient waits (4.4.3, ``dns``).
+
+    :param detail: the lookup failure.
+    """
+    return without_host(
+        "delayed",
+        "4.4.3",
+        LastError.DNS,
+        f"the route or schedule expression needed DNS: {detail}",
     )
 
 

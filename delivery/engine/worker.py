@@ -783,12 +783,7 @@ class Worker:
                     outbound.schedule, rcpt_vars, self._env, self._lookup
                 )
             except DnsTempFail as exc:
-                failed = outcome.without_host(
-                    "delayed",
-                    "4.4.3",
-                    LastError.DNS,
-                    f"the route or schedule expression needed DNS: {exc}",
-                )
+                failed = outcome.routing_dns_deferral(str(exc))
                 target = attempt.Target(recipient, rcpt_vars, None)
                 results[recipient.id] = attempt.RecipientResult(
                     target, failed, None, dsn.Handoff.RELAY
